@@ -1,0 +1,1 @@
+"""Shared run machinery: mesh and sharding, checkpoints, metrics, progress, plots, the run loop."""

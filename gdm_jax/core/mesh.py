@@ -21,9 +21,15 @@ def num_data_devices(config: Any) -> int:
 
 
 def make_mesh(config: Any) -> Mesh:
-    """A 1-D mesh with the ``data`` axis over the first ``mesh.data`` devices."""
+    """A 1-D mesh with the ``data`` axis over the first ``mesh.data`` devices.
+
+    Auto axis types: shardings come from jit in/out shardings and constraints, and XLA
+    propagates them through gathers and Brax's scatters (Explicit axes would demand an
+    out_sharding on every such op).
+    """
     n = num_data_devices(config)
-    return jax.make_mesh((n,), (DATA_AXIS,), devices=jax.devices()[:n])
+    return jax.make_mesh((n,), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Auto,),
+                         devices=jax.devices()[:n])
 
 
 def check_divisible(name: str, value: int, mesh: Mesh) -> None:

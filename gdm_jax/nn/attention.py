@@ -10,6 +10,7 @@ Conventions (shared by ODT, Dreamer, the LM and packed prefill):
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import jax
@@ -79,11 +80,11 @@ def attention(q_BxTxHxD: jax.Array, k_BxSxKxD: jax.Array, v_BxSxKxD: jax.Array, 
     if kv_positions is None:
         kv_positions = segment_positions(kv_segment_ids)
     mask = attention_mask(q_segment_ids, kv_segment_ids, q_positions, kv_positions, causal)
-    scale = 1.0 / jnp.sqrt(jnp.asarray(D, jnp.float32))
+    scale = 1.0 / math.sqrt(D)  # a Python float: stays static under jit
     if backend == "cudnn_or_xla":
         # jax.nn.dot_product_attention picks cuDNN flash attention on GPU, XLA elsewhere.
         out = jax.nn.dot_product_attention(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD,
-                                           mask=mask, scale=float(scale))
+                                           mask=mask, scale=scale)
         visible = jnp.any(mask, axis=-1)[:, 0, :, None, None]  # [B,T,1,1]
         return jnp.where(visible, out, 0.0).astype(q_BxTxHxD.dtype)
     return _xla_attention(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD, mask, scale).astype(q_BxTxHxD.dtype)

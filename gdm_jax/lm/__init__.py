@@ -1,0 +1,1 @@
+"""Llama-family language model: config, KV cache, forward pass, GGUF/HF loaders, tokenizer, generation."""

@@ -1,0 +1,1 @@
+"""Trajectories and return-to-go, on-device replay buffers."""

@@ -35,5 +35,6 @@ setup(
     include_package_data=True,
     python_requires=">=3.10",
     install_requires=CORE,
-    extras_require={"llm": LLM_ORACLE, "test": TEST + LLM_ORACLE},
+    # Compile for TPU pods on a CPU machine (benchmarks/tpu_aot.py); brings libtpu.
+    extras_require={"llm": LLM_ORACLE, "test": TEST + LLM_ORACLE, "tpu-aot": ["jax[tpu]==0.10.2"]},
 )

@@ -28,8 +28,11 @@ def _fail(key: str, value: Any, why: str) -> None:
     raise ValueError(f"{key}={value!r} {why}")
 
 
-def validate(config: Any) -> None:
-    """Fail before any compile, naming the key, on values the loop cannot run with."""
+def validate(config: Any, num_devices: int | None = None) -> None:
+    """Fail before any compile, naming the key, on values the loop cannot run with.
+
+    ``num_devices`` overrides the local device count (AOT compilation for a TPU pod).
+    """
     from gdm_jax.envs.brax_envs import BACKENDS, ENV_NAMES
 
     if config.get("experiment") != "dreamer_odt":
@@ -70,18 +73,18 @@ def validate(config: Any) -> None:
         _fail("replay.capacity", config.replay.capacity, f"must be >= loop.num_envs={lp.num_envs}")
     if config.eval.context + config.eval.horizon > config.env.episode_length:
         _fail("eval.context", config.eval.context, "plus eval.horizon exceeds env.episode_length")
-    devices = mesh_lib.num_data_devices(config)
+    devices = num_devices or mesh_lib.num_data_devices(config)
     for key in ("wm_batch_size", "odt_batch_size"):
         if lp[key] % devices:
             _fail(f"loop.{key}", lp[key], f"does not divide over the {devices} devices of mesh.data")
 
 
-def build(config: Any):
+def build(config: Any, num_devices: int | None = None):
     """Env, agents and hyperparameters from the config (host side, no compiles)."""
     from gdm_jax.envs import datasets as datasets_lib
     from gdm_jax.envs.brax_envs import make_env
 
-    validate(config)
+    validate(config, num_devices)
     obs_mask = tuple(config.env.obs_mask) or None
     env = make_env(config.env.name, config.env.backend, config.env.episode_length, obs_mask)
     agent = dreamer_run.build_agent(config, env.obs_size, env.action_size)

@@ -29,6 +29,10 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
         "odt_envs": 32,                   # envs acting with ODT under "mix"
     })
 
+    # Optional offline start: seed the replay with a dataset and pretrain every part on it
+    # (fused steps without acting) for offline.chunks chunks of loop.updates steps.
+    c.offline = ml_collections.ConfigDict({"dataset": "", "chunks": 0})
+
     # Dreamer world model and actor-critic (same keys as configs/dreamer.py).
     c.model = ml_collections.ConfigDict({
         "deter": 1024, "stoch": 32, "classes": 32, "hidden": 768, "layers": 2, "num_bins": 255,
@@ -58,7 +62,8 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     if preset == "tiny":
         c.env.episode_length = 50
         c.replay.capacity = 16
-        c.loop.update(num_envs=2, env_steps=25, updates=2, num_chunks=3, wm_batch_size=2,
+        c.offline.update(dataset="medium", chunks=1)
+        c.loop.update(num_envs=2, env_steps=25, updates=2, num_chunks=2, wm_batch_size=2,
                       wm_seq_len=8, num_starts=8, odt_batch_size=4, odt_envs=1)
         c.model.update(deter=16, stoch=4, classes=4, hidden=16, num_bins=31)
         c.actor_critic.update(hidden=16, horizon=6)
@@ -69,7 +74,8 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     elif preset == "cpu":
         c.mesh.data = 1
         c.replay.capacity = 400
-        c.loop.update(num_envs=8, env_steps=32, updates=8, num_chunks=150, wm_batch_size=16,
+        c.offline.update(dataset="medium", chunks=50)
+        c.loop.update(num_envs=8, env_steps=32, updates=16, num_chunks=100, wm_batch_size=16,
                       wm_seq_len=32, num_starts=256, odt_batch_size=64, odt_envs=4)
         c.model.update(deter=128, stoch=8, classes=8, hidden=128)
         c.actor_critic.update(hidden=128, horizon=16)

@@ -6,7 +6,7 @@ import json
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 # experiment name -> module with run(config, workdir) and optionally validate(config);
@@ -36,6 +36,8 @@ def resolve(config) -> tuple[str, object]:
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not flags.FLAGS["verbosity"].present:  # keep orbax's INFO chatter off the progress bar
+        logging.set_verbosity(logging.WARNING)
     config = _CONFIG.value
     if config is None:
         raise app.UsageError("--config=configs/<experiment>.py[:preset] is required")

@@ -71,6 +71,8 @@ def validate(config: Any, num_devices: int | None = None) -> None:
         _fail("loop.imagined_fraction", lp.imagined_fraction, f"asks for {n_img} imagined windows but only loop.num_starts={lp.num_starts} are imagined")
     if config.replay.capacity < lp.num_envs:
         _fail("replay.capacity", config.replay.capacity, f"must be >= loop.num_envs={lp.num_envs}")
+    if config.offline.chunks < 0 or (config.offline.chunks and not config.offline.dataset):
+        _fail("offline.chunks", config.offline.chunks, "must be >= 0, and needs offline.dataset when > 0")
     if config.eval.context + config.eval.horizon > config.env.episode_length:
         _fail("eval.context", config.eval.context, "plus eval.horizon exceeds env.episode_length")
     devices = num_devices or mesh_lib.num_data_devices(config)
@@ -113,6 +115,21 @@ def build(config: Any, num_devices: int | None = None):
     return env, agent, model, hp, cfg, reference
 
 
+def load_offline(config: Any) -> list:
+    """The ``offline.dataset`` trajectories (restricted to ``env.obs_mask``), or [] for none."""
+    from gdm_jax.data.trajectory import make_trajectory, trajectories_from_padded
+    from gdm_jax.envs import datasets as datasets_lib
+
+    if not config.offline.dataset:
+        return []
+    arrays = datasets_lib.load_dataset(config.env.name, config.env.backend, config.offline.dataset)
+    if tuple(config.env.obs_mask):
+        arrays = dict(arrays, obs=arrays["obs"][..., list(config.env.obs_mask)])
+    L = config.env.episode_length  # the replay's row length: longer episodes are cut there
+    return [make_trajectory(t.obs[:L], t.action[:L], t.reward[:L], t.terminated[:L])
+            for t in trajectories_from_padded(arrays)]
+
+
 def make_dreamer_evaluate(agent: dreamer_train.Agent, env: Any, num_envs: int, score_fn, mesh):
     """Jitted ``(dreamer learner, key) -> metrics``: the actor's mean action, first episode per env."""
     policy_fn = dreamer_train.make_policy_fn(agent, explore=False)
@@ -139,10 +156,18 @@ def build_experiment(config: Any, workdir: str | None = None) -> tuple[Experimen
     score_fn = odt_run.score_fn_for(reference)
     rep = mesh_lib.replicated(mesh)
     obs_dim = env.obs_size
+    trajs = load_offline(config)
+    if trajs:  # ODT sees standardised observations, as in the offline ODT
+        all_obs = np.concatenate([t.obs for t in trajs])
+        obs_mean, obs_std = all_obs.mean(0), all_obs.std(0) + 1e-6
+    else:
+        obs_mean, obs_std = np.zeros(obs_dim, np.float32), np.ones(obs_dim, np.float32)
 
     def init_state(key: jax.Array) -> loop_lib.LoopState:
+        seeded = replay_lib.replay_from_trajectories(
+            trajs, config.replay.capacity, config.env.episode_length, cfg.num_envs) if trajs else None
         state = loop_lib.init_state(agent, model, hp, cfg, env, config.replay.capacity, key,
-                                    np.zeros(obs_dim, np.float32), np.ones(obs_dim, np.float32))
+                                    obs_mean, obs_std, seeded)
         # Copies: reset() may alias one buffer under two leaves, and chunks donate the state.
         return jax.device_put(jax.tree.map(jnp.copy, state), rep)
 
@@ -179,8 +204,11 @@ def build_experiment(config: Any, workdir: str | None = None) -> tuple[Experimen
     lp = config.loop
     experiment = Experiment(
         name=f"dreamer_odt-{config.env.name}", init_state=init_state,
-        phases=[Phase("train", chunk_fn, lp.num_chunks, env_steps_per_chunk=lp.num_envs * lp.env_steps,
-                      updates_per_chunk=lp.updates)],
+        phases=([Phase("offline", loop_lib.make_offline_chunk_fn(agent, model, hp, cfg, mesh),
+                       config.offline.chunks, updates_per_chunk=lp.updates)]
+                if config.offline.chunks else [])
+        + [Phase("online", chunk_fn, lp.num_chunks, env_steps_per_chunk=lp.num_envs * lp.env_steps,
+                 updates_per_chunk=lp.updates)],
         evaluate=evaluate,
         plots={"score": ("eval/odt_normalized_score", "eval/dreamer_normalized_score",
                          "explore/normalized_score"),

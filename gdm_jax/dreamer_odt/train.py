@@ -150,6 +150,36 @@ def fused_step(agent: dreamer_train.Agent, model: DecisionTransformer,
     return (dreamer_train.LearnerState(wm_params, wm_opt, ac_state), ol), metrics
 
 
+def _gated_updates(agent, model, hp, cfg, replay, learners, key, batch_sharding):
+    """``cfg.updates`` fused steps in a scan, skipped until replay holds a whole WM sequence."""
+    def step(learners, k):
+        return fused_step(agent, model, hp, cfg, replay, learners, k, batch_sharding)
+
+    keys = jax.random.split(key, cfg.updates)
+    shapes = jax.eval_shape(step, learners, keys[0])[1]
+    ready = jnp.any(replay.length >= cfg.wm_seq_len)
+    skip = lambda l: (l, jax.tree.map(lambda s: jnp.zeros((cfg.updates,) + s.shape, s.dtype), shapes))
+    learners, metrics = jax.lax.cond(ready, lambda l: jax.lax.scan(step, l, keys), skip, learners)
+    metrics = jax.tree.map(jnp.mean, metrics)
+    metrics["train/ready"] = ready.astype(jnp.float32)
+    return learners, metrics
+
+
+def make_offline_chunk_fn(agent: dreamer_train.Agent, model: DecisionTransformer,
+                          hp: odt_learner_lib.ODTHParams, cfg: LoopConfig, mesh: Mesh) -> Callable:
+    """Jitted ``state -> (state, metrics)``: K fused steps on the (dataset-seeded) replay, no acting."""
+    batch_sharding = mesh_lib.data_sharding(mesh)
+
+    def chunk(state: LoopState):
+        rng, k_upd = jax.random.split(jax.random.wrap_key_data(state.rng))
+        (dl, ol), metrics = _gated_updates(agent, model, hp, cfg, state.replay,
+                                           (state.dreamer, state.odt), k_upd, batch_sharding)
+        return state.replace(dreamer=dl, odt=ol, rng=jax.random.key_data(rng)), metrics
+
+    rep = mesh_lib.replicated(mesh)
+    return jax.jit(chunk, in_shardings=(rep,), out_shardings=(rep, rep), donate_argnums=0)
+
+
 def make_chunk_fn(agent: dreamer_train.Agent, model: DecisionTransformer,
                   hp: odt_learner_lib.ODTHParams, cfg: LoopConfig, env: Any, mesh: Mesh,
                   score_fn: Callable[[jax.Array], jax.Array]) -> Callable:
@@ -162,30 +192,14 @@ def make_chunk_fn(agent: dreamer_train.Agent, model: DecisionTransformer,
         rollout_state, carry, tr = rollout_lib.rollout(
             env, policy_fn, collect_params(state), state.carry, state.rollout, k_roll, cfg.env_steps)
         replay = replay_lib.add_transitions(state.replay, tr)
-        # Train only once replay holds a whole sequence for the world model.
-        ready = jnp.any(replay.length >= cfg.wm_seq_len)
-
-        def step(learners, key):
-            return fused_step(agent, model, hp, cfg, replay, learners, key, batch_sharding)
-
-        keys = jax.random.split(k_upd, cfg.updates)
-        shapes = jax.eval_shape(step, (state.dreamer, state.odt), keys[0])[1]
-
-        def train(learners):
-            return jax.lax.scan(step, learners, keys)
-
-        def skip(learners):
-            return learners, jax.tree.map(lambda s: jnp.zeros((cfg.updates,) + s.shape, s.dtype), shapes)
-
-        (dl, ol), metrics = jax.lax.cond(ready, train, skip, (state.dreamer, state.odt))
-        metrics = jax.tree.map(jnp.mean, metrics)
+        (dl, ol), metrics = _gated_updates(agent, model, hp, cfg, replay,
+                                           (state.dreamer, state.odt), k_upd, batch_sharding)
         finished = tr.episode_mask.sum()
         mean_ret = jnp.sum(tr.episode_return * tr.episode_mask) / jnp.maximum(finished, 1.0)
         last_return = jnp.where(finished > 0, mean_ret, state.last_return)
         metrics.update({"explore/episode_return": last_return,
                         "explore/normalized_score": score_fn(last_return),
-                        "explore/episodes": state.episodes + finished.astype(jnp.int32),
-                        "train/ready": ready.astype(jnp.float32)})
+                        "explore/episodes": state.episodes + finished.astype(jnp.int32)})
         new_state = LoopState(
             dreamer=dl, odt=ol, replay=replay, rollout=rollout_state, carry=carry,
             rng=jax.random.key_data(rng), env_steps=state.env_steps + cfg.env_steps * cfg.num_envs,
@@ -198,15 +212,16 @@ def make_chunk_fn(agent: dreamer_train.Agent, model: DecisionTransformer,
 
 def init_state(agent: dreamer_train.Agent, model: DecisionTransformer,
                hp: odt_learner_lib.ODTHParams, cfg: LoopConfig, env: Any, replay_capacity: int,
-               key: jax.Array, obs_mean: jax.Array, obs_std: jax.Array) -> LoopState:
-    """Fresh learners, an empty replay and reset envs."""
+               key: jax.Array, obs_mean: jax.Array, obs_std: jax.Array,
+               replay: replay_lib.TrajectoryReplay | None = None) -> LoopState:
+    """Fresh learners, reset envs, and an empty replay unless a (dataset-seeded) one is given."""
     k_dreamer, k_odt, k_env, k_rng = jax.random.split(key, 4)
     obs_dim, action_dim = env.obs_size, env.action_size
     return LoopState(
         dreamer=dreamer_train.init_learner(agent, k_dreamer),
         odt=odt_learner_lib.init_learner(model, hp, k_odt, obs_mean, obs_std),
-        replay=replay_lib.init_replay(replay_capacity, cfg.max_ep_len, cfg.num_envs, obs_dim,
-                                      action_dim),
+        replay=replay if replay is not None else replay_lib.init_replay(
+            replay_capacity, cfg.max_ep_len, cfg.num_envs, obs_dim, action_dim),
         rollout=rollout_lib.reset(env, k_env, cfg.num_envs),
         carry=Carry(odt=odt_policy.initial_context(cfg.num_envs, hp.context_len, obs_dim, action_dim),
                     dreamer=dreamer_train.initial_policy_carry(agent, cfg.num_envs)),

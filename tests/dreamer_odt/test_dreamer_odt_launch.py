@@ -30,7 +30,9 @@ def full_run(tmp_path_factory):
 
 def test_tiny_run_writes_everything_a_user_looks_at(full_run):
     summary = json.load(open(full_run / "summary.json"))
-    assert summary["chunk"] == 3 and summary["step"] == 3 * 2 * 25
+    assert summary["chunk"] == 3 and summary["step"] == 2 * 2 * 25  # 1 offline + 2 online chunks
+    phases = [r["phase"] for r in records(full_run) if "wm/loss" in r]
+    assert phases == ["offline", "online", "online"]
     for name in ("score", "losses", "world_model", "open_loop"):
         assert os.path.exists(full_run / "plots" / f"{name}.png"), name
     evals = [r for r in records(full_run) if "eval/odt_normalized_score" in r]

@@ -74,16 +74,16 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     elif preset == "cpu":
         c.mesh.data = 1
         c.replay.capacity = 400
-        c.offline.update(dataset="medium", chunks=50)
+        c.offline.update(dataset="medium", chunks=40)
         c.loop.update(num_envs=8, env_steps=32, updates=16, num_chunks=100, wm_batch_size=16,
                       wm_seq_len=32, num_starts=256, odt_batch_size=64, odt_envs=4)
         c.model.update(deter=128, stoch=8, classes=8, hidden=128)
         c.actor_critic.update(hidden=128, horizon=16)
         c.optim.update(wm_lr=3e-4, actor_lr=1e-4, critic_lr=1e-4)
-        c.odt_model.update(embed_dim=128, num_layers=3, num_heads=1, max_context_len=16)
-        c.odt.update(context_len=16, warmup_steps=500, learning_rate=3e-4)
+        c.odt_model.update(embed_dim=64, num_layers=2, num_heads=2, max_context_len=10)
+        c.odt.update(context_len=10, warmup_steps=200, learning_rate=5e-4)
         c.eval.update(num_envs=8, context=8, horizon=16, batch_size=16)
-        c.run.update(checkpoint_every=25, eval_every=25)
+        c.run.update(checkpoint_every=20, eval_every=20)
     elif preset:
         raise ValueError(f"unknown dreamer_odt preset {preset!r}; choose from 'tiny', 'cpu' or '' (default)")
     return c

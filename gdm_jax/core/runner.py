@@ -106,8 +106,16 @@ def _phase_at(phases: Sequence[Phase], chunk: int) -> Phase:
 
 
 def _postfix(metrics: Mapping[str, float]) -> dict[str, str]:
-    keys = [k for k in metrics if any(s in k for s in ("return", "score", "loss"))][:5]
-    return {k.split("/")[-1] if len(k) > 14 else k: f"{metrics[k]:.3g}" for k in keys}
+    """The few numbers worth watching: eval scores first, then returns, then losses."""
+    def rank(k: str) -> int:
+        for i, pat in enumerate(("eval/", "score", "return", "loss")):
+            if pat in k:
+                return i
+        return 99
+    keys = sorted((k for k in metrics if rank(k) < 99 and "/imag" not in k), key=rank)[:4]
+    short = lambda k: (k.replace("eval/", "").replace("normalized_score", "score")
+                       .replace("episode_return", "return"))
+    return {short(k): f"{metrics[k]:.3g}" for k in keys}
 
 
 def run_experiment(exp: Experiment, config: Any, workdir: str) -> dict:

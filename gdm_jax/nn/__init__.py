@@ -1,0 +1,1 @@
+"""Shared layers: segment-aware attention, causal transformer, distributions."""

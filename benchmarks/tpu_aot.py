@@ -33,9 +33,10 @@ def load_config(preset: str):
     return module.get_config(preset)
 
 
-def scaled_config(num_chips: int, envs_per_chip: int, wm_seqs_per_chip: int, odt_windows_per_chip: int):
-    """The default preset with every global batch a multiple of the chip count."""
-    c = load_config("")
+def scaled_config(preset: str, num_chips: int, envs_per_chip: int, wm_seqs_per_chip: int,
+                  odt_windows_per_chip: int):
+    """A preset with every global batch a multiple of the chip count."""
+    c = load_config(preset)
     c.mesh.data = num_chips
     c.loop.num_envs = envs_per_chip * num_chips
     c.loop.odt_envs = c.loop.num_envs // 2
@@ -71,7 +72,8 @@ def compile_for(topology: str, args) -> dict:
     devices = np.array(topo.devices)
     n = devices.size
     mesh = Mesh(devices, (mesh_lib.DATA_AXIS,), axis_types=(jax.sharding.AxisType.Auto,))
-    config = scaled_config(n, args.envs_per_chip, args.wm_seqs_per_chip, args.odt_windows_per_chip)
+    config = scaled_config(args.preset, n, args.envs_per_chip, args.wm_seqs_per_chip,
+                           args.odt_windows_per_chip)
     env, agent, model, hp, cfg, reference = run_lib.build(config, num_devices=n)
     obs = env.obs_size
     rep = NamedSharding(mesh, P())
@@ -81,7 +83,7 @@ def compile_for(topology: str, args) -> dict:
         jax.random.key(0))
     abstract_state = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep),
                                   abstract_state)
-    result = {"topology": topology, "chips": n, "hosts": len({d.process_index for d in devices.flat}),
+    result = {"topology": topology, "preset": args.preset or "default", "chips": n, "hosts": len({d.process_index for d in devices.flat}),
               "global": {k: int(config.loop[k]) for k in ("num_envs", "env_steps", "updates",
                                                            "wm_batch_size", "wm_seq_len",
                                                            "num_starts", "odt_batch_size")}}
@@ -109,6 +111,7 @@ def compile_for(topology: str, args) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--topology", nargs="+", default=["v5e:2x2", "v5e:4x4", "v5e:16x16"])
+    p.add_argument("--preset", default="", help="dreamer_odt preset whose model sizes to compile")
     p.add_argument("--envs_per_chip", type=int, default=8)
     p.add_argument("--wm_seqs_per_chip", type=int, default=2)
     p.add_argument("--odt_windows_per_chip", type=int, default=16)
@@ -121,7 +124,7 @@ def main() -> None:
         results.append(r)
         c, u = r["chunk"], r["odt_update"]
         print(f"{topology:>10} chips={r['chips']:4d} hosts={r['hosts']:3d} | chunk: "
-              f"{c['peak_hbm_per_chip_gib']:.2f} GiB/chip, {c['flops'] / 1e12:.2f} TFLOP, "
+              f"{c['peak_hbm_per_chip_gib']:.2f} GiB/chip, {c['flops'] / 1e9:.1f} GFLOP, "
               f"compile {c['compile_seconds']:.0f}s | odt update: {u['peak_hbm_per_chip_gib']:.3f} "
               f"GiB/chip, {u['flops'] / 1e9:.1f} GFLOP", flush=True)
     with open(os.path.join(args.out, "tpu_aot.json"), "w") as f:

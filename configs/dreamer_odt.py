@@ -76,7 +76,8 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
         c.replay.capacity = 400
         c.offline.update(dataset="medium", chunks=40)
         c.loop.update(num_envs=8, env_steps=32, updates=16, num_chunks=100, wm_batch_size=16,
-                      wm_seq_len=32, num_starts=256, odt_batch_size=64, odt_envs=4)
+                      wm_seq_len=32, num_starts=256, odt_batch_size=64, odt_envs=4,
+                      imagined_fraction=0.25)
         c.model.update(deter=128, stoch=8, classes=8, hidden=128)
         c.actor_critic.update(hidden=128, horizon=16)
         c.optim.update(wm_lr=3e-4, actor_lr=1e-4, critic_lr=1e-4)

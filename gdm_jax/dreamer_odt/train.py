@@ -167,8 +167,13 @@ def _gated_updates(agent, model, hp, cfg, replay, learners, key, batch_sharding)
 
 def make_offline_chunk_fn(agent: dreamer_train.Agent, model: DecisionTransformer,
                           hp: odt_learner_lib.ODTHParams, cfg: LoopConfig, mesh: Mesh) -> Callable:
-    """Jitted ``state -> (state, metrics)``: K fused steps on the (dataset-seeded) replay, no acting."""
+    """Jitted ``state -> (state, metrics)``: K fused steps on the (dataset-seeded) replay, no acting.
+
+    The ODT trains on real windows only here: imagination starts feeding it once the
+    world model and actor have been pretrained on the dataset (the online phase).
+    """
     batch_sharding = mesh_lib.data_sharding(mesh)
+    cfg = dataclasses.replace(cfg, imagined_fraction=0.0)
 
     def chunk(state: LoopState):
         rng, k_upd = jax.random.split(jax.random.wrap_key_data(state.rng))

@@ -21,6 +21,7 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gdm_jax.lm.config import LlamaConfig
 from gdm_jax.lm.kv_cache import KVCache
@@ -112,6 +113,23 @@ def apply_rope(x_BxTxHxD: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Arra
     return out.astype(x_BxTxHxD.dtype)
 
 
+def check_positions(cfg: LlamaConfig, positions_BxT) -> None:
+    """Raise ValueError if a concrete position reaches max_seq_len (traced values pass unchecked).
+
+    Positions restart per prompt in packed rows, so the bound is on positions, not on
+    the row length: a packed row may hold more than max_seq_len tokens.
+    """
+    if isinstance(positions_BxT, jax.core.Tracer):
+        return
+    positions = np.asarray(positions_BxT)
+    if positions.size and int(positions.max()) >= cfg.max_seq_len:
+        b, t = np.unravel_index(int(positions.argmax()), positions.shape)
+        raise ValueError(f"position {int(positions.max())} (row {b}, column {t}) is beyond the "
+                         f"model's max_seq_len={cfg.max_seq_len}")
+    if positions.size and int(positions.min()) < 0:
+        raise ValueError(f"positions must be >= 0, got {int(positions.min())}")
+
+
 def _check_inputs(cfg, tokens, positions, segment_ids, cache):
     if tokens.ndim != 2:
         raise ValueError(f"tokens must be [B, T], got shape {tokens.shape}")
@@ -119,8 +137,7 @@ def _check_inputs(cfg, tokens, positions, segment_ids, cache):
         raise ValueError(f"tokens {tokens.shape}, positions {positions.shape} and "
                          f"segment_ids {segment_ids.shape} must share one [B, T] shape")
     B, T = tokens.shape
-    if T > cfg.max_seq_len:
-        raise ValueError(f"sequence of {T} tokens is longer than max_seq_len={cfg.max_seq_len}")
+    check_positions(cfg, positions)
     if cache is not None:
         L, cb, S, K, Dh = cache.k.shape
         if (L, K, Dh) != (cfg.n_layers, cfg.n_kv_heads, cfg.head_dim):
@@ -135,15 +152,41 @@ def _check_inputs(cfg, tokens, positions, segment_ids, cache):
 
 def forward(params: Params, cfg: LlamaConfig, tokens_BxT: jax.Array, positions_BxT: jax.Array,
             segment_ids_BxT: jax.Array, cache: Optional[KVCache] = None,
-            attn_backend: str = "xla") -> tuple[jax.Array, KVCache]:
-    """Logits [B, T, V] (float32) and the KV cache holding these tokens.
+            attn_backend: str = "xla",
+            logits_at_BxN: Optional[jax.Array] = None) -> tuple[jax.Array, KVCache]:
+    """Logits [B, T, V] (float32), or [B, N, V] at ``logits_at_BxN``, and the KV cache.
 
     Without `cache`: (packed) prefill, attention among the T tokens only; the returned
     cache has S = T slots and cursor = T. With `cache`: the tokens are written at slots
     [cursor, cursor + T), attend to every same-segment slot with kv_pos <= q_pos, and
-    the cursor advances by T. `cfg` and `attn_backend` are static under jit. The caller
-    keeps cursor + T <= S (dynamic slices clamp otherwise).
+    the cursor advances by T. `logits_at_BxN` (int32 columns of each row) limits the LM
+    head to those tokens, e.g. each prompt's last one in a prefill. `cfg` and
+    `attn_backend` are static under jit. The caller keeps cursor + T <= S (dynamic
+    slices clamp otherwise).
     """
+    B = tokens_BxT.shape[0]
+    if logits_at_BxN is not None and (logits_at_BxN.ndim != 2 or logits_at_BxN.shape[0] != B):
+        raise ValueError(f"logits_at_BxN must be [B={B}, N] indices into the T axis, "
+                         f"got shape {logits_at_BxN.shape}")
+    hidden_BxTxD, new_cache = forward_hidden(params, cfg, tokens_BxT, positions_BxT,
+                                             segment_ids_BxT, cache, attn_backend)
+    if logits_at_BxN is not None:
+        hidden_BxTxD = jnp.take_along_axis(hidden_BxTxD, logits_at_BxN.astype(jnp.int32)[..., None],
+                                           axis=1)
+    return lm_head(params, cfg, hidden_BxTxD), new_cache
+
+
+def lm_head(params: Params, cfg: LlamaConfig, hidden_xD: jax.Array) -> jax.Array:
+    """Float32 logits [..., V] of final hidden states [..., D]."""
+    head = params["embed"].T if cfg.tie_embeddings else params["lm_head"]
+    return (hidden_xD @ head.astype(hidden_xD.dtype)).astype(jnp.float32)
+
+
+def forward_hidden(params: Params, cfg: LlamaConfig, tokens_BxT: jax.Array,
+                   positions_BxT: jax.Array, segment_ids_BxT: jax.Array,
+                   cache: Optional[KVCache] = None,
+                   attn_backend: str = "xla") -> tuple[jax.Array, KVCache]:
+    """Final-norm hidden states [B, T, D] and the KV cache; `forward` without the LM head."""
     _check_inputs(cfg, tokens_BxT, positions_BxT, segment_ids_BxT, cache)
     dtype = jnp.dtype(cfg.dtype)
     B, T = tokens_BxT.shape
@@ -190,8 +233,6 @@ def forward(params: Params, cfg: LlamaConfig, tokens_BxT: jax.Array, positions_B
     layer_ids = jnp.arange(cfg.n_layers, dtype=jnp.int32)
     (x, k_all, v_all), _ = jax.lax.scan(layer, (x, k_all, v_all), (params["layers"], layer_ids))
     x = rms_norm(x, params["final_norm"], cfg.norm_eps)
-    head = params["embed"].T if cfg.tie_embeddings else params["lm_head"]
-    logits = (x @ head.astype(dtype)).astype(jnp.float32)
     new_cache = KVCache(k=k_all, v=v_all, segment_ids=kv_segment_ids, positions=kv_positions,
                         cursor=cursor + T)
-    return logits, new_cache
+    return x, new_cache

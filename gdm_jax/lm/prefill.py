@@ -23,7 +23,7 @@ from gdm_jax.lm.bucketing import Buckets, pad_to_buckets
 from gdm_jax.lm.config import LlamaConfig
 from gdm_jax.lm.generate import generate_from_cache
 from gdm_jax.lm.kv_cache import KVCache
-from gdm_jax.lm.model import forward
+from gdm_jax.lm.model import forward_hidden, lm_head
 
 STRATEGIES = ("padded", "ffd", "bfd", "binpacking")
 
@@ -85,11 +85,13 @@ def unpack_cache(packed: KVCache, prompt_row_N: jax.Array, prompt_offset_N: jax.
 def prefill_and_unpack(params: dict, inputs: dict, *, cfg: LlamaConfig, num_slots: int,
                        attn_backend: str = "xla") -> Prefilled:
     """One (packed) prefill and the unpack, as one program. Static: cfg, num_slots, attn_backend."""
-    logits_RxCxV, packed = forward(params, cfg, inputs["tokens"], inputs["positions"],
-                                   inputs["segment_ids"], attn_backend=attn_backend)
+    hidden_RxCxD, packed = forward_hidden(params, cfg, inputs["tokens"], inputs["positions"],
+                                          inputs["segment_ids"], attn_backend=attn_backend)
     row, offset, length = inputs["prompt_row"], inputs["prompt_offset"], inputs["prompt_length"]
-    last_col = jnp.clip(offset + length - 1, 0, logits_RxCxV.shape[1] - 1)
-    next_logits = logits_RxCxV[row, last_col]
+    last_col = jnp.clip(offset + length - 1, 0, hidden_RxCxD.shape[1] - 1)
+    # The LM head only at each prompt's last token: full [R, C, V] logits would dominate
+    # the program's memory and cost ~20% of a small model's prefill FLOPs.
+    next_logits = lm_head(params, cfg, hidden_RxCxD[row, last_col])
     cache = unpack_cache(packed, row, offset, length, num_slots)
     return Prefilled(next_logits_NxV=next_logits, cache=cache, lengths_N=length)
 
@@ -112,9 +114,6 @@ def prefill_batch(params: dict, cfg: LlamaConfig, batch: PackedBatch, *, extra_s
                          f"the model's vocabulary [0, {cfg.vocab_size}); check the prompts and pad_id")
     inputs = device_inputs(batch, buckets, pad_id=pad_id)
     C = inputs["tokens"].shape[1]
-    if C > cfg.max_seq_len:
-        raise ValueError(f"row length {C} exceeds the model's max_seq_len={cfg.max_seq_len}; "
-                         "pack with a smaller capacity or bucket limit")
     return prefill_and_unpack(params, inputs, cfg=cfg, num_slots=C + extra_slots,
                               attn_backend=attn_backend)
 

@@ -39,8 +39,11 @@ def validate(config) -> None:
         raise ValueError("config.strategies must include 'padded' (the baseline of every speedup)")
     for key in ("pool_batches", "repeats", "max_seq_len"):
         _positive_ints(key, [config[key]])
-    if not isinstance(config.max_prompt_tokens, int) or config.max_prompt_tokens < 0:
-        raise ValueError(f"config.max_prompt_tokens must be an int >= 0, got {config.max_prompt_tokens!r}")
+    for key in ("max_prompt_tokens", "min_pool_prompts"):
+        if not isinstance(config[key], int) or isinstance(config[key], bool) or config[key] < 0:
+            raise ValueError(f"config.{key} must be an int >= 0, got {config[key]!r}")
+    if not isinstance(config.warmup, bool):
+        raise ValueError(f"config.warmup must be a bool, got {config.warmup!r}")
     if config.attn_backend not in BACKENDS:
         raise ValueError(f"config.attn_backend={config.attn_backend!r}; choose from {BACKENDS}")
     if config.dtype not in DTYPES:
@@ -65,9 +68,12 @@ def validate(config) -> None:
             raise ValueError(f"config.{section}.model={sub.model!r} but that model is disabled")
     if config.hf.enabled and not config.smollm2.enabled:
         raise ValueError("config.hf.enabled needs config.smollm2.enabled (HF runs the same weights)")
-    if config.hf.enabled and config.hf.batch_size not in tuple(config.smollm2.batch_sizes):
-        raise ValueError(f"config.hf.batch_size={config.hf.batch_size} must be one of "
-                         f"config.smollm2.batch_sizes={tuple(config.smollm2.batch_sizes)}")
+    if config.hf.enabled:
+        _positive_ints("hf.batch_sizes", config.hf.batch_sizes)
+        for b in config.hf.batch_sizes:
+            if b not in tuple(config.smollm2.batch_sizes):
+                raise ValueError(f"config.hf.batch_sizes has {b}, which is not one of "
+                                 f"config.smollm2.batch_sizes={tuple(config.smollm2.batch_sizes)}")
     if not config.serving.budget_gib > 0:
         raise ValueError(f"config.serving.budget_gib must be > 0, got {config.serving.budget_gib!r}")
     _positive_ints("serving.candidates", config.serving.candidates)
@@ -76,6 +82,19 @@ def validate(config) -> None:
         if not 0 < w <= 1:
             raise ValueError(f"config.spread.widths must lie in (0, 1], got {w!r}")
     _positive_ints("stream.batch_size", [config.stream.batch_size, config.stream.batches])
+
+
+def pool_size(config, batch_size: int) -> int:
+    """Prompts in a batch size's pool: pool_batches batches, at least min_pool_prompts (whole batches)."""
+    batches = max(config.pool_batches, -(-config.min_pool_prompts // batch_size))
+    return batches * batch_size
+
+
+def strategies_for_pool(strategies, pool_prompts: int, batch_size: int) -> tuple:
+    """The strategies worth timing: with a one-batch pool, sorted is padded and dataset is ffd."""
+    if pool_prompts > batch_size:
+        return tuple(strategies)
+    return tuple(s for s in strategies if s not in ("sorted", "dataset"))
 
 
 def _llama_config(m, vocab_size: int, max_seq_len: int, dtype: str) -> LlamaConfig:
@@ -127,11 +146,13 @@ def run(config, workdir: str) -> dict:
     for name, (cfg, params, batch_sizes) in models.items():
         for B in batch_sizes:
             rng = np.random.default_rng([config.seed, B])
-            pool = [prompts[i] for i in rng.choice(len(prompts), config.pool_batches * B, replace=False)]
-            _log(f"{name} batch {B}: {', '.join(config.strategies)}")
+            pool = [prompts[i] for i in rng.choice(len(prompts), pool_size(config, B), replace=False)]
+            strategies = strategies_for_pool(config.strategies, len(pool), B)
+            _log(f"{name} batch {B}, pool {len(pool)}: {', '.join(strategies)}")
             by_strategy = bench.add_speedups(bench.time_strategies(
-                programs[name], pool, config.strategies, B, repeats=config.repeats, pad_id=pad_id))
-            if name == "smollm2" and config.hf.enabled and B == config.hf.batch_size:
+                programs[name], pool, strategies, B, repeats=config.repeats, pad_id=pad_id,
+                warmup=config.warmup))
+            if name == "smollm2" and config.hf.enabled and B in tuple(config.hf.batch_sizes):
                 if hf_model is None:
                     hf_model = _load_hf(gguf, config.hf.threads)
                 _log(f"{name} batch {B}: HF transformers padded")
@@ -217,11 +238,24 @@ def _readme(config, results, extras, stats, env, seconds, peak_rss) -> str:
              "(layout + transfer + prefill + unpack + argmax). Compile time is excluded; "
              "program peak = arguments + outputs + temporaries from `memory_analysis()`.", "",
              "Command: `python -m gdm_jax.launch --config=configs/prepack.py"
-             f"{':' + config.preset if config.preset else ''} --workdir=<dir>`", "",
+             f"{':' + config.preset if config.preset else ''} --workdir=results/prepack`", "",
+             f"Pools: {config.pool_batches} batch(es) per batch size, at least {config.min_pool_prompts} "
+             f"prompts; prompts longer than {config.max_prompt_tokens or config.max_seq_len} tokens dropped; "
+             f"{config.repeats} timed run(s) per batch (min kept)"
+             + (", after one untimed run per shape" if config.warmup else
+                ", no untimed warm-up run (on CPU a program's first run costs the same as later ones)")
+             + ". Where a pool is a single batch, *sorted* would equal *padded* and *dataset* would equal "
+             "*ffd*, so those rows are left out. The LM head runs only at each prompt's last token in "
+             "every strategy (padded included) and in HF (`logits_to_keep=1`).", "",
              f"Environment: {json.dumps(env)}; wall time {seconds:.0f} s. A load average above the "
              "core count means other processes shared the CPUs: identical shapes then time differently "
              "by tens of percent, so read single-batch speedups with that noise in mind.", "",
-             f"Prompt tokens: {json.dumps(stats)}", "", bench.format_table(results), "",
+             f"Prompt tokens (before the length cap): {json.dumps(stats)}", "",
+             f"Models ({config.dtype}): smollm2 = SmolLM2-135M-Instruct, real weights (Q4_1 GGUF "
+             "dequantised); random = random weights, SmolLM2's vocabulary, " + ", ".join(
+                 f"{k} {config.random_model[k]}" for k in ("dim", "n_layers", "n_heads", "n_kv_heads",
+                                                           "hidden_dim")) + ".", "",
+             bench.format_table(results), "",
              f"Process peak RSS over the whole run (all models, HF included): {peak_rss / 2**30:.2f} GiB; "
              "per-strategy RSS after each strategy is in bench.json.", ""]
     for name, by_bs in results.items():
@@ -232,6 +266,19 @@ def _readme(config, results, extras, stats, env, seconds, peak_rss) -> str:
                              f"the first batch; ours padded is {hf.get('speedup_of_padded_over_hf', 0):.2f}x and "
                              f"prepacked FFD {hf.get('speedup_of_ffd_over_hf', 0):.2f}x faster; first tokens "
                              f"agree with ours on {100 * hf['first_tokens_agree_with_ours']:.0f}% of prompts.")
+    lines += ["", "Goal check (prepacked prefill >= 80% of the ideal speedup; faster than HF padded "
+              "prefill of the same first batch):", ""]
+    for name, by_bs in results.items():
+        for bs, r in by_bs.items():
+            parts = [f"{s} {100 * r[s]['fraction_of_ideal']:.0f}% of ideal "
+                     f"({'meets' if r[s]['fraction_of_ideal'] >= 0.8 else 'misses'} 80%)"
+                     for s in ("bfd", "ffd", "dataset") if s in r]
+            if "hf_padded" in r:
+                hf = r["hf_padded"]
+                parts.append(f"vs HF: ours padded {hf.get('speedup_of_padded_over_hf', 0):.2f}x, "
+                             f"FFD {hf.get('speedup_of_ffd_over_hf', 0):.2f}x "
+                             f"({'beats' if hf.get('speedup_of_ffd_over_hf', 0) > 1 else 'does not beat'} HF)")
+            lines.append(f"- {name} batch {bs}: " + "; ".join(parts))
     if "serving" in extras:
         s = extras["serving"]
         lines += ["", f"Serving view ({s['model']}, budget {s['budget_bytes'] / 2**30:.2f} GiB of program "

@@ -119,12 +119,41 @@ def test_bfloat16_logits_close_to_float32(params):
     assert float(jnp.abs(l16 - l32).max()) < 0.1 * scale
 
 
+def test_logits_at_selected_tokens_equal_rows_of_full_logits(params):
+    tokens = jax.random.randint(jax.random.PRNGKey(2), (2, 9), 0, CFG.vocab_size)
+    pos = jnp.broadcast_to(jnp.arange(9), (2, 9))
+    seg = jnp.ones((2, 9), jnp.int32)
+    full, full_cache = fwd(params, CFG, tokens, pos, seg)
+    at = jnp.asarray([[8, 3, 3], [0, 5, 8]], jnp.int32)
+    picked, cache = fwd(params, CFG, tokens, pos, seg, logits_at_BxN=at)
+    assert picked.shape == (2, 3, CFG.vocab_size) and picked.dtype == jnp.float32
+    np.testing.assert_allclose(picked, np.take_along_axis(np.asarray(full), np.asarray(at)[..., None], 1),
+                               atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(cache.k, full_cache.k, atol=1e-6)
+    with pytest.raises(ValueError, match="logits_at_BxN must be \\[B=2, N\\]"):
+        forward(params, CFG, tokens, pos, seg, logits_at_BxN=jnp.zeros((3,), jnp.int32))
+
+
+def test_length_bound_is_on_positions_not_row_length(params):
+    # A packed row longer than max_seq_len is fine while each prompt's positions stay below it.
+    T = CFG.max_seq_len + 8
+    half = T // 2
+    pos = jnp.asarray([list(range(half)) + list(range(T - half))])
+    seg = jnp.asarray([[1] * half + [2] * (T - half)])
+    tokens = jax.random.randint(jax.random.PRNGKey(3), (1, T), 0, CFG.vocab_size)
+    logits, _ = forward(params, CFG, tokens, pos, seg)
+    np.testing.assert_allclose(logits[0, half:], _full(params, tokens[0, half:]), atol=1e-4, rtol=1e-4)
+    bad = jnp.arange(T)[None]
+    with pytest.raises(ValueError, match=f"position {T - 1} .* beyond the model's max_seq_len={CFG.max_seq_len}"):
+        forward(params, CFG, tokens, bad, seg)
+
+
 def test_bad_inputs_raise_clear_errors(params):
     with pytest.raises(ValueError, match="max_seq_len"):
         generate(params, CFG, [[1] * 60], 10, eos_id=0)
     with pytest.raises(ValueError, match="max_seq_len"):
         t = jnp.ones((1, CFG.max_seq_len + 1), jnp.int32)
-        forward(params, CFG, t, t, t)
+        forward(params, CFG, t, jnp.arange(CFG.max_seq_len + 1)[None], t)
     with pytest.raises(ValueError, match="cache batch"):
         t = jnp.ones((1, 2), jnp.int32)
         forward(params, CFG, t, t, t, empty_cache(CFG, 3, 8))

@@ -111,6 +111,17 @@ def test_dataset_level_batches_match_reference(model, prompts, reference):
     assert seen == len(prompts)
 
 
+def test_packed_row_longer_than_max_seq_len_is_accepted(model, prompts, reference):
+    cfg, params = model
+    # All 32 prompt tokens in one 40-slot row: longer than max_seq_len=32, positions stay < 8.
+    batch = packing.pack_prompts(prompts, cfg.max_seq_len + 8, method="ffd")
+    assert batch.num_rows == 1 and batch.capacity > cfg.max_seq_len
+    result = prefill.prefill_batch(params, cfg, batch)
+    logits = np.asarray(result.next_logits_NxV)
+    for i, (ref_logits, _, _) in enumerate(reference):
+        np.testing.assert_allclose(logits[i], ref_logits, **TOL)
+
+
 def test_bad_input_errors(model, prompts):
     cfg, params = model
     too_long = [np.ones(cfg.max_seq_len + 1, np.int32)]

@@ -186,6 +186,8 @@ def run_experiment(exp: Experiment, config: Any, workdir: str) -> dict:
                     writer.write(counters["step"], last_eval, chunk=c, updates=counters["updates"],
                                  phase=phase.name)
                     bar.set_postfix(_postfix({**last_metrics, **last_eval}), refresh=False)
+                    if is_main:  # curves to look at while the run goes on
+                        _write_plots(exp, workdir)
                 if do_ckpt:
                     counters["wall_seconds"] = time.perf_counter() - t0
                     ckpt.save(c, state, dict(counters))

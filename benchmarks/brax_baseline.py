@@ -73,7 +73,7 @@ def run_sac(spec: BaselineSpec, workdir: str) -> dict:
     import brax.envs
     from brax.training.agents.sac import train as sac
 
-    from gdm_jax.envs.behaviour import _brax_jax_compat  # Brax 0.14 needs a JAX it no longer has
+    from gdm_jax.envs.behaviour import brax_jax_compat  # Brax 0.14 needs a JAX it no longer has
 
     os.makedirs(workdir, exist_ok=True)
     metrics_path = os.path.join(workdir, "metrics.jsonl")
@@ -97,7 +97,7 @@ def run_sac(spec: BaselineSpec, workdir: str) -> dict:
 
     # Brax SAC makes grad_updates_per_step updates per actor step, which moves num_envs env steps.
     grad_updates = max(1, round(spec.updates_per_env_step * spec.num_envs))
-    with _brax_jax_compat():
+    with brax_jax_compat():
         sac.train(environment=env, num_timesteps=spec.env_steps, episode_length=spec.episode_length,
                   num_envs=spec.num_envs, num_eval_envs=spec.num_eval_envs, num_evals=spec.num_evals,
                   seed=spec.seed, min_replay_size=spec.min_replay_size, max_replay_size=spec.env_steps,

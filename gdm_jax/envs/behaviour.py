@@ -92,7 +92,7 @@ def _jax_has(name: str) -> bool:
 
 
 @contextlib.contextmanager
-def _brax_jax_compat():
+def brax_jax_compat():
   """Brax 0.14 trainers call jax.device_put_replicated, which this JAX removed; lend one."""
   if _jax_has("device_put_replicated"):
     yield
@@ -163,7 +163,7 @@ def train_behaviour(env: Env, config: PPOConfig, *, episode_length: int, seed: i
       ppo_networks.make_ppo_networks,
       policy_hidden_layer_sizes=config.policy_hidden_layer_sizes,
       value_hidden_layer_sizes=config.value_hidden_layer_sizes)
-  with _brax_jax_compat():
+  with brax_jax_compat():
     try:
       ppo_train.train(
           environment=env, num_timesteps=config.num_timesteps, episode_length=episode_length,

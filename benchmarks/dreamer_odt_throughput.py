@@ -18,7 +18,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from gdm_jax.data import replay as replay_lib
 from gdm_jax.dreamer import actor_critic as ac_lib

@@ -149,7 +149,7 @@ def make_dreamer_evaluate(agent: dreamer_train.Agent, env: Any, num_envs: int, s
     return jax.jit(evaluate, in_shardings=(rep, rep), out_shardings=rep)
 
 
-def build_experiment(config: Any, workdir: str | None = None) -> tuple[Experiment, dict]:
+def build_experiment(config: Any) -> tuple[Experiment, dict]:
     """The run loop's view of the loop; the dict collects the latest open-loop errors."""
     env, agent, model, hp, cfg, reference = build(config)
     mesh = mesh_lib.make_mesh(config)

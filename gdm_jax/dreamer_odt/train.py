@@ -139,7 +139,7 @@ def fused_step(agent: dreamer_train.Agent, model: DecisionTransformer,
         imag = imagined_windows(take(traj.obs), take(traj.actions), take(traj.rewards),
                                 take(traj.continues), bootstrap, t0[pick], hp.context_len,
                                 cfg.max_ep_len)
-        parts.append({k: imag[k].astype(parts[0][k].dtype) if parts else imag[k] for k in ODT_KEYS})
+        parts.append({k: imag[k] for k in ODT_KEYS})
     batch = constrain(jax.tree.map(lambda *xs: jnp.concatenate(xs, 0), *parts))
     ol, odt_metrics = odt_learner_lib.update_step(model, hp, ol, batch, k_odt)
 

@@ -141,8 +141,7 @@ def make_dreamer_evaluate(agent: dreamer_train.Agent, env: Any, num_envs: int, s
         _, _, tr = rollout_lib.rollout(env, policy_fn, params,
                                        dreamer_train.initial_policy_carry(agent, num_envs), start,
                                        rollout_key, env.episode_length)
-        first_end = (tr.episode_mask > 0) & (jnp.cumsum(tr.episode_mask, axis=0) == 1)
-        returns = jnp.sum(jnp.where(first_end, tr.episode_return, 0.0), axis=0)
+        returns, _ = rollout_lib.first_episode_stats(tr)
         return {"episode_return": returns.mean(), "normalized_score": score_fn(returns.mean())}
 
     rep = mesh_lib.replicated(mesh)

@@ -115,3 +115,11 @@ def host_loop_rollout(env, policy_fn: PolicyFn, policy_params: Any, policy_carry
         per_step.append(transitions)
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *per_step)
     return env_state, policy_carry, stacked
+
+
+def first_episode_stats(transitions: Transitions) -> tuple[jax.Array, jax.Array]:
+    """Return and length [N] of each env's first finished episode in ``transitions`` [T, N]."""
+    first_end_TxN = (transitions.episode_mask > 0) & (jnp.cumsum(transitions.episode_mask, axis=0) == 1)
+    returns_N = jnp.sum(jnp.where(first_end_TxN, transitions.episode_return, 0.0), axis=0)
+    lengths_N = jnp.sum(jnp.where(first_end_TxN, transitions.episode_length, 0), axis=0)
+    return returns_N, lengths_N

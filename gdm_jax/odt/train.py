@@ -122,9 +122,7 @@ def make_evaluate(model: DecisionTransformer, hp: ODTHParams, mesh: Mesh, env: A
         context = initial_context(num_envs, hp.context_len, cfg.obs_dim, cfg.action_dim)
         _, _, tr = rollout_lib.rollout(env, eval_fn, policy_params(learner), context, start,
                                        rollout_key, env.episode_length)
-        first_end_TxN = (tr.episode_mask > 0) & (jnp.cumsum(tr.episode_mask, axis=0) == 1)
-        returns_N = jnp.sum(jnp.where(first_end_TxN, tr.episode_return, 0.0), axis=0)
-        lengths_N = jnp.sum(jnp.where(first_end_TxN, tr.episode_length, 0), axis=0)
+        returns_N, lengths_N = rollout_lib.first_episode_stats(tr)
         return {"episode_return": jnp.mean(returns_N), "return_std": jnp.std(returns_N),
                 "normalized_score": score_fn(jnp.mean(returns_N)),
                 "episode_length": jnp.mean(lengths_N.astype(jnp.float32))}

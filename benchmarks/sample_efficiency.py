@@ -26,9 +26,10 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # run as a script from anywhere
 METHODS = ("dreamer_odt", "odt", "dreamer", "sac")
-# Optional ablation: imagination without the Dreamer actor collecting (odt differs from
-# dreamer_odt in both imagination and collector; this isolates imagination).
-EXTRA_METHODS = ("dreamer_odt_odt_collector",)
+# Ablations: dreamer_odt with imagined return-to-go bootstrapped by Dreamer's discounted critic
+# (the loop's design before the return-to-go head), and that variant with ODT collecting all
+# real data, as odt does (so it differs from odt only in imagination).
+EXTRA_METHODS = ("dreamer_odt_critic", "dreamer_odt_critic_odt_collector")
 SAC_PREFILL = 1024  # brax_baseline's default min_replay_size
 # Series derived from a method's runs: the Dreamer actor trained inside dreamer_odt.
 DERIVED = {"dreamer_odt:dreamer_actor": "dreamer_odt"}
@@ -47,17 +48,23 @@ class MethodSpec:
 # Online only: every method starts from nothing, so env steps are the only data it sees.
 ONLINE_ONLY = ("--config.offline.dataset=", "--config.offline.chunks=0")
 SPECS = {
-    "dreamer_odt": MethodSpec("dreamer_odt", "configs/dreamer_odt.py:cpu", ONLINE_ONLY,
+    "dreamer_odt": MethodSpec("dreamer_odt", "configs/dreamer_odt.py:cpu",
+                              (*ONLINE_ONLY, "--config.loop.rtg_bootstrap=return_head"),
                               "eval/odt_episode_return",
-                              "ODT trained on real + imagined windows (imagined_fraction 0.5, collector mix), online only (offline.chunks 0, no dataset); deterministic ODT eval"),
+                              "ODT trained on real + imagined windows (imagined_fraction 0.5, collector mix, imagined return-to-go bootstrapped with the return-to-go head), online only (offline.chunks 0, no dataset); deterministic ODT eval"),
+    "dreamer_odt_critic": MethodSpec(
+        "dreamer_odt_critic", "configs/dreamer_odt.py:cpu", (*ONLINE_ONLY, "--config.loop.rtg_bootstrap=critic"),
+        "eval/odt_episode_return",
+        "ablation: dreamer_odt with imagined return-to-go bootstrapped by the discounted critic (gamma 0.99) instead of the return-to-go head"),
     "odt": MethodSpec("odt", "configs/dreamer_odt.py:cpu",
                       (*ONLINE_ONLY, "--config.loop.imagined_fraction=0.0", "--config.loop.collector=odt"),
                       "eval/odt_episode_return",
                       "same loop, imagined_fraction 0.0 and collector odt: ODT alone, online only; deterministic ODT eval"),
-    "dreamer_odt_odt_collector": MethodSpec(
-        "dreamer_odt_odt_collector", "configs/dreamer_odt.py:cpu", (*ONLINE_ONLY, "--config.loop.collector=odt"),
+    "dreamer_odt_critic_odt_collector": MethodSpec(
+        "dreamer_odt_critic_odt_collector", "configs/dreamer_odt.py:cpu",
+        (*ONLINE_ONLY, "--config.loop.rtg_bootstrap=critic", "--config.loop.collector=odt"),
         "eval/odt_episode_return",
-        "ablation: dreamer_odt (imagined_fraction 0.5) but ODT collects all real data, as in odt; online only"),
+        "ablation: dreamer_odt_critic (imagined_fraction 0.5) but ODT collects all real data, as in odt; online only"),
     "dreamer": MethodSpec("dreamer", "configs/dreamer.py:cpu", (), "train/episode_return",
                           "Dreamer alone; its eval is open-loop error, so this is the mean return of the "
                           "training (exploring, sampled-action) episodes that ended in each chunk"),
@@ -332,6 +339,8 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--deadline_utc", default="", help="HH:MM: start no run after it, stop a running one at it")
     p.add_argument("--run_timeout_s", type=float, default=3600.0)
     p.add_argument("--aggregate_only", action="store_true", help="run nothing; tabulate the finished runs")
+    p.add_argument("--no_report", action="store_true",
+                   help="run only; leave --out (results.json, README.md, PNGs) as it is")
     p.add_argument("--quick", action="store_true", help="pipeline check: 1 seed, tiny budget, 2 evaluations")
     args = p.parse_args(argv)
     if args.quick:
@@ -348,12 +357,16 @@ def parse_args(argv: list[str] | None):
 
 
 def seconds_to_deadline(deadline: str) -> float:
-    """Seconds until HH:MM UTC today (inf without a deadline)."""
+    """Seconds until the next HH:MM UTC (inf without a deadline).
+
+    A time up to 12 h in the past counts as passed (negative); an earlier one means tomorrow,
+    so a deadline of 01:30 set at 23:20 leaves 2 h 10 min."""
     if not deadline:
         return math.inf
     now = datetime.datetime.now(datetime.timezone.utc)
     hh, mm = (int(x) for x in deadline.split(":"))
-    return (now.replace(hour=hh, minute=mm, second=0, microsecond=0) - now).total_seconds()
+    left = (now.replace(hour=hh, minute=mm, second=0, microsecond=0) - now).total_seconds()
+    return left + 86400.0 if left < -12 * 3600 else left
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -392,6 +405,8 @@ def main(argv: list[str] | None = None) -> None:
                 out = execute(cmd, workdir, min(args.run_timeout_s, left))
                 print(f"[sample_efficiency]   -> {out['status']} in {out['wall_seconds']} s", flush=True)
                 runs.append({**record, **out})
+    if args.no_report:
+        return
     results = aggregate(args, runs)
     results.update({"generated_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
                     "command": command, "env_steps": args.env_steps, "seeds": args.seeds,

@@ -49,6 +49,8 @@ def validate(config: Any, num_devices: int | None = None) -> None:
             _fail(f"loop.{key}", v, "must be a positive int")
     if not 0.0 <= float(lp.imagined_fraction) <= 1.0:
         _fail("loop.imagined_fraction", lp.imagined_fraction, "must be in [0, 1]")
+    if lp.rtg_bootstrap not in loop_lib.RTG_BOOTSTRAPS:
+        _fail("loop.rtg_bootstrap", lp.rtg_bootstrap, f"must be one of {loop_lib.RTG_BOOTSTRAPS}")
     if lp.collector not in loop_lib.COLLECTORS:
         _fail("loop.collector", lp.collector, f"must be one of {loop_lib.COLLECTORS}")
     if lp.collector == "mix" and not 0 < lp.odt_envs < lp.num_envs:
@@ -111,7 +113,8 @@ def build(config: Any, num_devices: int | None = None):
         odt_batch_size=lp.odt_batch_size, imagined_fraction=float(lp.imagined_fraction),
         collector=lp.collector, odt_envs=lp.odt_envs,
         explore_return=float(o.explore_return_factor * reference[1]),
-        max_ep_len=config.env.episode_length)
+        max_ep_len=config.env.episode_length, rtg_bootstrap=lp.rtg_bootstrap,
+        return_head_lr=float(config.optim.wm_lr))
     return env, agent, model, hp, cfg, reference
 
 

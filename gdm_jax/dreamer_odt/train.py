@@ -1,9 +1,10 @@
 """The bidirectional loop as pure functions: one fused step and the collect + K-steps chunk.
 
-Fused step (one compile): world-model update on replayed real sequences -> imagination
-from their posteriors with the Dreamer actor -> actor-critic update -> ODT update on a
-mix of real replay windows and imagined windows (decoded obs, predicted rewards and
-continues, RTG bootstrapped with the critic at the horizon).
+Fused step (one compile): world-model update on replayed real sequences (and the
+return-to-go head on their posteriors) -> imagination from those posteriors with the
+Dreamer actor -> actor-critic update -> ODT update on a mix of real replay windows and
+imagined windows (decoded obs, predicted rewards and continues, return-to-go bootstrapped
+at the horizon with the return-to-go head or the critic: ``LoopConfig.rtg_bootstrap``).
 """
 from __future__ import annotations
 
@@ -18,9 +19,11 @@ from jax.sharding import Mesh
 from gdm_jax.core import mesh as mesh_lib
 from gdm_jax.data import replay as replay_lib
 from gdm_jax.dreamer import actor_critic as ac_lib
+from gdm_jax.dreamer import rssm
 from gdm_jax.dreamer import train as dreamer_train
 from gdm_jax.dreamer import world_model as wm_lib
 from gdm_jax.dreamer_odt.imagined import imagined_windows
+from gdm_jax.dreamer_odt.return_head import ReturnHead, ReturnHeadState
 from gdm_jax.envs import rollout as rollout_lib
 from gdm_jax.odt import learner as odt_learner_lib
 from gdm_jax.odt import policy as odt_policy
@@ -28,6 +31,7 @@ from gdm_jax.odt.model import DecisionTransformer
 
 ODT_KEYS = ("obs", "action", "rtg", "timestep", "mask")
 COLLECTORS = ("odt", "dreamer", "mix")
+RTG_BOOTSTRAPS = ("return_head", "critic")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +49,11 @@ class LoopConfig:
     odt_envs: int           # envs acting with ODT when collector == "mix"
     explore_return: float   # ODT's exploration target return
     max_ep_len: int
+    # What imagined return-to-go is bootstrapped with at the horizon: "return_head" (the
+    # undiscounted return-to-go regressed on real hindsight labels, the scale of the ODT's
+    # real windows) or "critic" (Dreamer's discounted value).
+    rtg_bootstrap: str = "return_head"
+    return_head_lr: float = 3e-4
 
     @property
     def num_imagined(self) -> int:
@@ -63,6 +72,7 @@ class LoopState:
     """The whole train state the run loop checkpoints."""
     dreamer: dreamer_train.LearnerState
     odt: odt_learner_lib.Learner
+    ret: ReturnHeadState
     replay: replay_lib.TrajectoryReplay
     rollout: rollout_lib.RolloutState
     carry: Carry
@@ -105,11 +115,20 @@ def collect_params(state: LoopState) -> dict:
             "dreamer": {"wm": state.dreamer.wm_params, "actor": state.dreamer.ac.params["actor"]}}
 
 
+def make_return_head(agent: dreamer_train.Agent, cfg: LoopConfig) -> ReturnHead:
+    """The return-to-go head, as wide and deep as the critic, on the world model's bins."""
+    return ReturnHead(agent.ac.cfg.hidden, agent.ac.cfg.layers, agent.wm.bins, cfg.max_ep_len,
+                      cfg.return_head_lr)
+
+
 def fused_step(agent: dreamer_train.Agent, model: DecisionTransformer,
                hp: odt_learner_lib.ODTHParams, cfg: LoopConfig, replay: replay_lib.TrajectoryReplay,
                learners: tuple, key: jax.Array, batch_sharding=None) -> tuple[tuple, dict]:
-    """World model -> imagination -> actor-critic -> ODT, on one replay snapshot."""
-    dl, ol = learners
+    """World model (+ return head) -> imagination -> actor-critic -> ODT, on one replay snapshot.
+
+    ``learners`` = (Dreamer learner, ODT learner, return-head state)."""
+    dl, ol, rl = learners
+    ret_head = make_return_head(agent, cfg)
     k_seq, k_wm, k_sub, k_ac, k_real, k_pick, k_odt = jax.random.split(key, 7)
     constrain = (lambda b: jax.lax.with_sharding_constraint(b, batch_sharding)) \
         if batch_sharding is not None else (lambda b: b)
@@ -117,6 +136,8 @@ def fused_step(agent: dreamer_train.Agent, model: DecisionTransformer,
     seq = constrain(replay_lib.sample_sequences(replay, k_seq, cfg.wm_batch_size, cfg.wm_seq_len))
     wm_params, wm_opt, wm_metrics, posts = wm_lib.world_model_update(
         agent.wm, agent.wm_opt, dl.wm_params, dl.wm_opt, seq, k_wm)
+    rl, ret_metrics = ret_head.update(rl, rssm.features(posts), seq["timestep"], seq["rtg"],
+                                      seq["mask"])
     flat = lambda x: x.reshape(-1, *x.shape[2:])
     starts = jax.tree.map(flat, posts)
     t0 = flat(seq["timestep"])
@@ -135,7 +156,12 @@ def fused_step(agent: dreamer_train.Agent, model: DecisionTransformer,
     if n_img:
         pick = jax.random.choice(k_pick, traj.actions.shape[1], (n_img,), replace=False)
         take = lambda x: x[:, pick]
-        bootstrap = agent.ac.value(ac_state.params["critic"], traj.feats[-1][pick])
+        feat_H = traj.feats[-1][pick]
+        if cfg.rtg_bootstrap == "return_head":
+            horizon = traj.actions.shape[0]
+            bootstrap = ret_head.predict(rl.params, feat_H, t0[pick] + horizon)
+        else:
+            bootstrap = agent.ac.value(ac_state.params["critic"], feat_H)
         imag = imagined_windows(take(traj.obs), take(traj.actions), take(traj.rewards),
                                 take(traj.continues), bootstrap, t0[pick], hp.context_len,
                                 cfg.max_ep_len)
@@ -145,9 +171,9 @@ def fused_step(agent: dreamer_train.Agent, model: DecisionTransformer,
 
     imag_rtg = jnp.sum(batch["rtg"][-n_img:, 0] * batch["mask"][-n_img:, 0]) / jnp.maximum(
         jnp.sum(batch["mask"][-n_img:, 0]), 1.0) if n_img else jnp.zeros(())
-    metrics = {**wm_metrics, **ac_metrics, **{f"odt/{k}": v for k, v in odt_metrics.items()},
-               "odt/imagined_rtg0": imag_rtg}
-    return (dreamer_train.LearnerState(wm_params, wm_opt, ac_state), ol), metrics
+    metrics = {**wm_metrics, **ac_metrics, **ret_metrics,
+               **{f"odt/{k}": v for k, v in odt_metrics.items()}, "odt/imagined_rtg0": imag_rtg}
+    return (dreamer_train.LearnerState(wm_params, wm_opt, ac_state), ol, rl), metrics
 
 
 def _gated_updates(agent, model, hp, cfg, replay, learners, key, batch_sharding):
@@ -177,9 +203,10 @@ def make_offline_chunk_fn(agent: dreamer_train.Agent, model: DecisionTransformer
 
     def chunk(state: LoopState):
         rng, k_upd = jax.random.split(jax.random.wrap_key_data(state.rng))
-        (dl, ol), metrics = _gated_updates(agent, model, hp, cfg, state.replay,
-                                           (state.dreamer, state.odt), k_upd, batch_sharding)
-        return state.replace(dreamer=dl, odt=ol, rng=jax.random.key_data(rng)), metrics
+        (dl, ol, rl), metrics = _gated_updates(agent, model, hp, cfg, state.replay,
+                                               (state.dreamer, state.odt, state.ret), k_upd,
+                                               batch_sharding)
+        return state.replace(dreamer=dl, odt=ol, ret=rl, rng=jax.random.key_data(rng)), metrics
 
     rep = mesh_lib.replicated(mesh)
     return jax.jit(chunk, in_shardings=(rep,), out_shardings=(rep, rep), donate_argnums=0)
@@ -197,8 +224,9 @@ def make_chunk_fn(agent: dreamer_train.Agent, model: DecisionTransformer,
         rollout_state, carry, tr = rollout_lib.rollout(
             env, policy_fn, collect_params(state), state.carry, state.rollout, k_roll, cfg.env_steps)
         replay = replay_lib.add_transitions(state.replay, tr)
-        (dl, ol), metrics = _gated_updates(agent, model, hp, cfg, replay,
-                                           (state.dreamer, state.odt), k_upd, batch_sharding)
+        (dl, ol, rl), metrics = _gated_updates(agent, model, hp, cfg, replay,
+                                               (state.dreamer, state.odt, state.ret), k_upd,
+                                               batch_sharding)
         finished = tr.episode_mask.sum()
         mean_ret = jnp.sum(tr.episode_return * tr.episode_mask) / jnp.maximum(finished, 1.0)
         last_return = jnp.where(finished > 0, mean_ret, state.last_return)
@@ -206,7 +234,7 @@ def make_chunk_fn(agent: dreamer_train.Agent, model: DecisionTransformer,
                         "explore/normalized_score": score_fn(last_return),
                         "explore/episodes": state.episodes + finished.astype(jnp.int32)})
         new_state = LoopState(
-            dreamer=dl, odt=ol, replay=replay, rollout=rollout_state, carry=carry,
+            dreamer=dl, odt=ol, ret=rl, replay=replay, rollout=rollout_state, carry=carry,
             rng=jax.random.key_data(rng), env_steps=state.env_steps + cfg.env_steps * cfg.num_envs,
             episodes=state.episodes + finished.astype(jnp.int32), last_return=last_return)
         return new_state, metrics
@@ -221,10 +249,12 @@ def init_state(agent: dreamer_train.Agent, model: DecisionTransformer,
                replay: replay_lib.TrajectoryReplay | None = None) -> LoopState:
     """Fresh learners, reset envs, and an empty replay unless a (dataset-seeded) one is given."""
     k_dreamer, k_odt, k_env, k_rng = jax.random.split(key, 4)
+    k_ret = jax.random.fold_in(k_dreamer, 1)  # keeps the other parts' keys as they were
     obs_dim, action_dim = env.obs_size, env.action_size
     return LoopState(
         dreamer=dreamer_train.init_learner(agent, k_dreamer),
         odt=odt_learner_lib.init_learner(model, hp, k_odt, obs_mean, obs_std),
+        ret=make_return_head(agent, cfg).init(k_ret, agent.wm.feat_dim),
         replay=replay if replay is not None else replay_lib.init_replay(
             replay_capacity, cfg.max_ep_len, cfg.num_envs, obs_dim, action_dim),
         rollout=rollout_lib.reset(env, k_env, cfg.num_envs),

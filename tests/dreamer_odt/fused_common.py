@@ -33,4 +33,4 @@ def setup(config):
     replay = replay_lib.replay_from_trajectories(trajs, 16, L, cfg.num_envs)
     state = loop_lib.init_state(agent, model, hp, cfg, env, 16, jax.random.key(0),
                                 np.zeros(env.obs_size, np.float32), np.ones(env.obs_size, np.float32))
-    return agent, model, hp, cfg, replay, (state.dreamer, state.odt)
+    return agent, model, hp, cfg, replay, (state.dreamer, state.odt, state.ret)

@@ -60,6 +60,7 @@ def test_resume_from_checkpoint_is_bit_exact(full_run, tmp_path):
     ("--config.odt.context_len=7", "odt.context_len=7 is longer than the imagination horizon"),
     ("--config.env.name=cartpole", "env.name='cartpole' is not a known environment"),
     ("--config.loop.wm_batch_sizes=3", "wm_batch_sizes"),
+    ("--config.loop.rtg_bootstrap=value", "loop.rtg_bootstrap='value' must be one of"),
 ])
 def test_bad_config_fails_before_compiling_and_names_the_key(tmp_path, override, message):
     r = launch(tmp_path, override)

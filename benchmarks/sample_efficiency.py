@@ -57,7 +57,8 @@ SPECS = {
         "eval/odt_episode_return",
         "ablation: dreamer_odt with imagined return-to-go bootstrapped by the discounted critic (gamma 0.99) instead of the return-to-go head"),
     "odt": MethodSpec("odt", "configs/dreamer_odt.py:cpu",
-                      (*ONLINE_ONLY, "--config.loop.imagined_fraction=0.0", "--config.loop.collector=odt"),
+                      (*ONLINE_ONLY, "--config.loop.rtg_bootstrap=return_head",
+                       "--config.loop.imagined_fraction=0.0", "--config.loop.collector=odt"),
                       "eval/odt_episode_return",
                       "same loop, imagined_fraction 0.0 and collector odt: ODT alone, online only; deterministic ODT eval"),
     "dreamer_odt_critic_odt_collector": MethodSpec(

@@ -40,6 +40,16 @@ def test_odt_run_differs_from_flagship_only_in_imagination_and_collector():
     assert set(flag) <= set(odt)
 
 
+def test_deadline_earlier_in_the_day_means_tomorrow_but_a_recent_one_has_passed():
+    import datetime
+    now = datetime.datetime.now(datetime.timezone.utc)
+    hhmm = lambda dt: dt.strftime("%H:%M")
+    assert se.seconds_to_deadline("") == float("inf")
+    assert -1200 < se.seconds_to_deadline(hhmm(now - datetime.timedelta(minutes=10))) <= -540
+    left = se.seconds_to_deadline(hhmm(now - datetime.timedelta(hours=20)))
+    assert 4 * 3600 - 120 < left <= 4 * 3600
+
+
 def _write_run(root, method, seed, lines, stopped=None):
     workdir = os.path.join(root, f"hopper-{method}-s{seed}")
     os.makedirs(workdir)

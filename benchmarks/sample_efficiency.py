@@ -45,6 +45,15 @@ class MethodSpec:
     note: str = ""
 
 
+# Tasks without early termination (halfcheetah: every episode is 1,000 steps) fill the
+# whole-trajectory replay only when an episode ends. With the preset's 8 envs x 32 steps per
+# chunk, the first 8 episodes end together at 8,000 env steps, so nothing trains for half of a
+# 16k budget. The same 256 env steps per chunk from 2 envs x 128 steps end an episode every
+# 2,000 env steps instead (one ODT env and one Dreamer env under the mix collector).
+LONG_EPISODE_LOOP = ("--config.loop.num_envs=2", "--config.loop.env_steps=128", "--config.loop.odt_envs=1")
+TASK_OVERRIDES = {"halfcheetah": LONG_EPISODE_LOOP}
+
+
 # Online only: every method starts from nothing, so env steps are the only data it sees.
 ONLINE_ONLY = ("--config.offline.dataset=", "--config.offline.chunks=0")
 SPECS = {
@@ -113,11 +122,12 @@ def run_command(method: str, env: str, seed: int, env_steps: int, num_points: in
                 "--workdir", workdir]
     spec = SPECS[method]
     chunks, every = plan_chunks(method, env_steps, num_points)
-    section = "loop" if load_config(spec.config).experiment == "dreamer_odt" else "train"
+    flagship = load_config(spec.config).experiment == "dreamer_odt"
+    section = "loop" if flagship else "train"
     return [sys.executable, "-m", "gdm_jax.launch", f"--config={spec.config}", f"--config.seed={seed}",
             f"--config.env.name={env}", f"--config.{section}.num_chunks={chunks}",
             f"--config.run.eval_every={every}", f"--config.run.checkpoint_every={every}",
-            *spec.overrides, f"--workdir={workdir}"]
+            *spec.overrides, *(TASK_OVERRIDES.get(env, ()) if flagship else ()), f"--workdir={workdir}"]
 
 
 def finished(workdir: str) -> bool:

@@ -40,6 +40,14 @@ def test_odt_run_differs_from_flagship_only_in_imagination_and_collector():
     assert set(flag) <= set(odt)
 
 
+def test_long_episode_tasks_keep_the_chunk_size_but_end_episodes_sooner():
+    for method in ("dreamer_odt", "odt"):
+        cmd = se.run_command(method, "halfcheetah", 0, 16384, 4, "/tmp/a")
+        assert "--config.loop.num_envs=2" in cmd and "--config.loop.env_steps=128" in cmd
+        assert 2 * 128 == se.env_steps_per_chunk(method)
+    assert not any("num_envs" in a for a in se.run_command("dreamer", "halfcheetah", 0, 16384, 4, "/tmp/a"))
+
+
 def test_deadline_earlier_in_the_day_means_tomorrow_but_a_recent_one_has_passed():
     import datetime
     now = datetime.datetime.now(datetime.timezone.utc)

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 
 from gdm_jax.data import replay as replay_lib
 from gdm_jax.dreamer import actor_critic as ac_lib
+from gdm_jax.dreamer import rssm
 from gdm_jax.dreamer import world_model as wm_lib
 from gdm_jax.dreamer_odt import run as run_lib
 from gdm_jax.dreamer_odt import train as loop_lib
@@ -71,6 +72,9 @@ def main() -> None:
         agent.wm, p, s, agent.ac.policy(a["actor"]), agent.ac.cfg.horizon, k).obs)
     ac_update = jax.jit(lambda st, p, s, k: ac_lib.actor_critic_update(
         agent.ac, agent.actor_opt, agent.critic_opt, st, agent.wm, p, s, k)[0])
+    ret_head = loop_lib.make_return_head(agent, cfg)
+    feats = rssm.features(posts)
+    ret_update = jax.jit(lambda st, f, b: ret_head.update(st, f, b["timestep"], b["rtg"], b["mask"])[0])
     windows = replay_lib.sample_windows(replay, key, cfg.odt_batch_size, hp.context_len)
     batch = {k: windows[k] for k in loop_lib.ODT_KEYS}
     odt_update = jax.jit(lambda l, b, k: odt_learner.update_step(model, hp, l, b, k)[0])
@@ -81,9 +85,10 @@ def main() -> None:
         "imagination": timeit(imagine, dl.wm_params, dl.ac.params, starts, key, repeats=args.repeats),
         "actor_critic+imagination": timeit(ac_update, dl.ac, dl.wm_params, starts, key, repeats=args.repeats),
         "odt": timeit(odt_update, ol, batch, key, repeats=args.repeats),
+        "return_head": timeit(ret_update, state.ret, feats, seq, repeats=args.repeats),
     }
     parts["actor_critic"] = max(parts["actor_critic+imagination"] - parts["imagination"], 0.0)
-    per_update = {k: parts[k] for k in ("world_model", "imagination", "actor_critic", "odt")}
+    per_update = {k: parts[k] for k in ("world_model", "return_head", "imagination", "actor_critic", "odt")}
     chunk_parts = {"collection": parts["collection"], **{k: v * cfg.updates for k, v in per_update.items()}}
     total = sum(chunk_parts.values())
 

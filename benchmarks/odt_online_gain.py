@@ -25,6 +25,7 @@ import time
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)  # run as a script from anywhere
 
 
 def preset(name: str = "cpu"):
@@ -84,7 +85,16 @@ def summarise(online: list[dict], control: list[dict]) -> dict:
             "gain_over_control": online[-1]["score"] - control[-1]["score"]}
 
 
-def plot(path: str, title: str, curves: dict[str, list[list[dict]]]) -> None:
+def dataset_best_score(env: str, dataset: str) -> float | None:
+    """Normalised score of the best trajectory in the offline dataset (reference.json)."""
+    from gdm_jax.envs import datasets
+
+    ref = json.load(open(os.path.join(datasets.ASSETS_DIR, f"{env}-spring", "reference.json")))
+    best = ref["returns"].get(dataset, {}).get("max")
+    return None if best is None else float(datasets.normalized_score(env, "spring", best))
+
+
+def plot(path: str, title: str, curves: dict[str, list[list[dict]]], best: float | None = None) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -100,6 +110,8 @@ def plot(path: str, title: str, curves: dict[str, list[list[dict]]]) -> None:
         x, mean, std = np.asarray(xs)[ok], table[:, ok].mean(0), table[:, ok].std(0)
         (line,) = ax.plot(x, mean, marker="o", ms=3, label=f"{kind} (n={len(runs)})")
         ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+    if best is not None:
+        ax.axhline(best, color="black", ls="--", lw=1, label="best trajectory in the dataset")
     if curves.get("online"):
         start = max(e["updates"] for e in curves["online"][0] if e["phase"] == "offline")
         ax.axvline(start, color="grey", ls=":", lw=1)
@@ -163,8 +175,12 @@ def main(argv: list[str] | None = None) -> None:
               "online_ahead_of_control": f"{ahead}/{len(per_seed)}", "wall_seconds": walls}
     with open(os.path.join(args.out, f"{name}.json"), "w") as f:
         json.dump(result, f, indent=1)
-    plot(os.path.join(args.out, f"{name}.png"),
-         f"ODT {args.env} ({args.dataset}): online fine-tuning vs offline-only control", curves)
+    best = dataset_best_score(args.env, args.dataset)
+    result["dataset_best_trajectory_score"] = best
+    with open(os.path.join(args.out, f"{name}.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    plot(os.path.join(args.out, f"{name}.png"), f"ODT {args.env} ({args.dataset}): online vs offline-only",
+         curves, best)
 
     fmt = lambda k: f"{stats[k]['mean']:.1f} ± {stats[k]['std']:.1f}"
     any_seed = next(iter(per_seed.values()))
@@ -181,7 +197,8 @@ def main(argv: list[str] | None = None) -> None:
                      f"{s['control']:.1f} | {s['gain_over_control']:+.1f} |")
     lines += [f"| mean ± std | {fmt('after_offline')} | {fmt('after_online')} | {fmt('best_online')} | "
               f"{fmt('control')} | {fmt('gain_over_control')} |", "",
-              f"Online ahead of its seed's control in {ahead}/{len(per_seed)} seeds.", "",
+              f"Online ahead of its seed's control in {ahead}/{len(per_seed)} seeds."
+              + (f" The best trajectory in the `{args.dataset}` dataset scores {best:.1f}." if best is not None else ""), "",
               f"![{name}]({name}.png)", ""]
     with open(os.path.join(args.out, f"{name}.md"), "w") as f:
         f.write("\n".join(lines))

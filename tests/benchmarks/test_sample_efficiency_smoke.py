@@ -37,7 +37,12 @@ def test_odt_run_differs_from_flagship_only_in_imagination_and_collector():
     flag = se.run_command("dreamer_odt", "hopper", 1, 8192, 4, "/tmp/a")
     odt = se.run_command("odt", "hopper", 1, 8192, 4, "/tmp/a")
     assert set(odt) - set(flag) == {"--config.loop.imagined_fraction=0.0", "--config.loop.collector=odt"}
-    assert set(flag) <= set(odt)
+    assert set(flag) - set(odt) == {"--config.loop.imagined_fraction=0.5"}
+    flag = se.run_command("dreamer_odt_offline", "halfcheetah", 1, 8192, 4, "/tmp/a")
+    odt = se.run_command("odt_offline", "halfcheetah", 1, 8192, 4, "/tmp/a")
+    assert set(odt) - set(flag) == {"--config.loop.imagined_fraction=0.0", "--config.loop.collector=odt"}
+    assert set(flag) - set(odt) == {"--config.loop.imagined_fraction=0.5"}
+    assert "--config.offline.dataset=medium-replay" in odt
 
 
 def test_long_episode_tasks_keep_the_chunk_size_but_end_episodes_sooner():

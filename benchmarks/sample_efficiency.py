@@ -26,12 +26,12 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # run as a script from anywhere
 METHODS = ("dreamer_odt", "odt", "dreamer", "sac")
-# Ablations: dreamer_odt with imagined return-to-go bootstrapped by Dreamer's discounted critic
-# (the loop's design before the return-to-go head), and that variant with ODT collecting all
-# real data, as odt does (so it differs from odt only in imagination).
-# And an offline start: the same dreamer_odt vs odt pair, both pretrained on the task's
-# medium-replay dataset first (the ODT's own setting: offline, then online).
-EXTRA_METHODS = ("dreamer_odt_critic", "dreamer_odt_critic_odt_collector", "dreamer_odt_offline", "odt_offline")
+# Ablations and variants: dreamer_odt with ODT collecting all real data, as odt does (so it
+# differs from odt only in imagination); dreamer_odt with imagined return-to-go bootstrapped by
+# the return-to-go head instead of the critic; and an offline start, the same dreamer_odt vs
+# odt pair pretrained on the task's medium-replay dataset first (the ODT's own setting).
+EXTRA_METHODS = ("dreamer_odt_odt_collector", "dreamer_odt_return_head", "dreamer_odt_offline",
+                 "odt_offline", "dreamer_odt_offline_return_head")
 SAC_PREFILL = 1024  # brax_baseline's default min_replay_size
 # Series derived from a method's runs: the Dreamer actor trained inside dreamer_odt.
 DERIVED = {"dreamer_odt:dreamer_actor": "dreamer_odt"}
@@ -63,33 +63,31 @@ ONLINE_ONLY = ("--config.offline.dataset=", "--config.offline.chunks=0")
 OFFLINE_START = ("--config.offline.dataset=medium-replay", "--config.offline.chunks=48")
 IMAGINATION = ("--config.loop.imagined_fraction=0.5",)
 NO_IMAGINATION = ("--config.loop.imagined_fraction=0.0", "--config.loop.collector=odt")
+FLAGSHIP = "configs/dreamer_odt.py:cpu"
+ODT_EVAL = "eval/odt_episode_return"
+CRITIC, RETURN_HEAD = "--config.loop.rtg_bootstrap=critic", "--config.loop.rtg_bootstrap=return_head"
 SPECS = {
-    "dreamer_odt": MethodSpec("dreamer_odt", "configs/dreamer_odt.py:cpu",
-                              (*ONLINE_ONLY, "--config.loop.rtg_bootstrap=return_head", *IMAGINATION),
-                              "eval/odt_episode_return",
-                              "ODT trained on real + imagined windows (imagined_fraction 0.5, collector mix, imagined return-to-go bootstrapped with the return-to-go head), online only (offline.chunks 0, no dataset); deterministic ODT eval"),
-    "dreamer_odt_critic": MethodSpec(
-        "dreamer_odt_critic", "configs/dreamer_odt.py:cpu",
-        (*ONLINE_ONLY, "--config.loop.rtg_bootstrap=critic", *IMAGINATION),
-        "eval/odt_episode_return",
-        "ablation: dreamer_odt with imagined return-to-go bootstrapped by the discounted critic (gamma 0.99) instead of the return-to-go head"),
-    "odt": MethodSpec("odt", "configs/dreamer_odt.py:cpu",
-                      (*ONLINE_ONLY, "--config.loop.rtg_bootstrap=return_head", *NO_IMAGINATION),
-                      "eval/odt_episode_return",
-                      "same loop, imagined_fraction 0.0 and collector odt: ODT alone, online only; deterministic ODT eval"),
-    "dreamer_odt_critic_odt_collector": MethodSpec(
-        "dreamer_odt_critic_odt_collector", "configs/dreamer_odt.py:cpu",
-        (*ONLINE_ONLY, "--config.loop.rtg_bootstrap=critic", *IMAGINATION, "--config.loop.collector=odt"),
-        "eval/odt_episode_return",
-        "ablation: dreamer_odt_critic (imagined_fraction 0.5) but ODT collects all real data, as in odt; online only"),
+    "dreamer_odt": MethodSpec(
+        "dreamer_odt", FLAGSHIP, (*ONLINE_ONLY, CRITIC, *IMAGINATION), ODT_EVAL,
+        "ODT trained on real + imagined windows (imagined_fraction 0.5, collector mix, imagined return-to-go bootstrapped with the critic), online only (offline.chunks 0, no dataset); deterministic ODT eval"),
+    "odt": MethodSpec(
+        "odt", FLAGSHIP, (*ONLINE_ONLY, CRITIC, *NO_IMAGINATION), ODT_EVAL,
+        "same loop, imagined_fraction 0.0 and collector odt: ODT alone, online only; deterministic ODT eval"),
+    "dreamer_odt_odt_collector": MethodSpec(
+        "dreamer_odt_odt_collector", FLAGSHIP, (*ONLINE_ONLY, CRITIC, *IMAGINATION, "--config.loop.collector=odt"),
+        ODT_EVAL, "ablation: dreamer_odt but ODT collects all real data, as in odt; online only"),
+    "dreamer_odt_return_head": MethodSpec(
+        "dreamer_odt_return_head", FLAGSHIP, (*ONLINE_ONLY, RETURN_HEAD, *IMAGINATION), ODT_EVAL,
+        "variant: dreamer_odt with imagined return-to-go bootstrapped by the return-to-go head (undiscounted, regressed on real hindsight return-to-go) instead of the discounted critic"),
     "dreamer_odt_offline": MethodSpec(
-        "dreamer_odt_offline", "configs/dreamer_odt.py:cpu",
-        (*OFFLINE_START, "--config.loop.rtg_bootstrap=return_head", *IMAGINATION), "eval/odt_episode_return",
+        "dreamer_odt_offline", FLAGSHIP, (*OFFLINE_START, CRITIC, *IMAGINATION), ODT_EVAL,
         "dreamer_odt after 768 offline fused steps on the medium-replay dataset (every part pretrained, ODT on real windows), then the same online budget"),
     "odt_offline": MethodSpec(
-        "odt_offline", "configs/dreamer_odt.py:cpu",
-        (*OFFLINE_START, "--config.loop.rtg_bootstrap=return_head", *NO_IMAGINATION), "eval/odt_episode_return",
+        "odt_offline", FLAGSHIP, (*OFFLINE_START, CRITIC, *NO_IMAGINATION), ODT_EVAL,
         "odt with the same offline start as dreamer_odt_offline: differs from it only in imagination and collector"),
+    "dreamer_odt_offline_return_head": MethodSpec(
+        "dreamer_odt_offline_return_head", FLAGSHIP, (*OFFLINE_START, RETURN_HEAD, *IMAGINATION), ODT_EVAL,
+        "variant: dreamer_odt_offline with the return-to-go head bootstrap"),
     "dreamer": MethodSpec("dreamer", "configs/dreamer.py:cpu", (), "train/episode_return",
                           "Dreamer alone; its eval is open-loop error, so this is the mean return of the "
                           "training (exploring, sampled-action) episodes that ended in each chunk"),

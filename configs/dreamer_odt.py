@@ -25,9 +25,11 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
         "num_starts": 1024,               # imagination starts per step
         "odt_batch_size": 256,
         "imagined_fraction": 0.5,         # share of each ODT batch imagined by the world model
-        # Imagined return-to-go at the horizon: "return_head" (undiscounted, regressed on the
-        # real hindsight return-to-go, the scale of real ODT windows) or "critic" (discounted value).
-        "rtg_bootstrap": "return_head",
+        # Imagined return-to-go at the horizon: "critic" (Dreamer's discounted value) or
+        # "return_head" (undiscounted, regressed on the real hindsight return-to-go: the scale of
+        # real ODT windows, but the behaviour policies' return, not the imagining actor's; it
+        # did worse in the sample-efficiency study, see results/sample_efficiency/).
+        "rtg_bootstrap": "critic",
         "collector": "mix",               # who acts in the real envs: odt | dreamer | mix
         "odt_envs": 32,                   # envs acting with ODT under "mix"
     })

@@ -31,7 +31,7 @@ from gdm_jax.odt.model import DecisionTransformer
 
 ODT_KEYS = ("obs", "action", "rtg", "timestep", "mask")
 COLLECTORS = ("odt", "dreamer", "mix")
-RTG_BOOTSTRAPS = ("return_head", "critic")
+RTG_BOOTSTRAPS = ("critic", "return_head")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +52,7 @@ class LoopConfig:
     # What imagined return-to-go is bootstrapped with at the horizon: "return_head" (the
     # undiscounted return-to-go regressed on real hindsight labels, the scale of the ODT's
     # real windows) or "critic" (Dreamer's discounted value).
-    rtg_bootstrap: str = "return_head"
+    rtg_bootstrap: str = "critic"
     return_head_lr: float = 3e-4
 
     @property

@@ -14,7 +14,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def test_fused_step_reduces_world_model_and_odt_losses():
-    config = tiny_config(imagined_fraction=0.5)
+    config = tiny_config(imagined_fraction=0.5, rtg_bootstrap="return_head")  # the critic path runs in the launch tests
     config.optim.wm_lr = 3e-3  # a few dozen steps must show progress
     agent, model, hp, cfg, replay, learners = setup(config)
     step = jax.jit(lambda l, k: loop_lib.fused_step(agent, model, hp, cfg, replay, l, k))

@@ -31,7 +31,7 @@ METHODS = ("dreamer_odt", "odt", "dreamer", "sac")
 # the return-to-go head instead of the critic; and an offline start, the same dreamer_odt vs
 # odt pair pretrained on the task's medium-replay dataset first (the ODT's own setting).
 EXTRA_METHODS = ("dreamer_odt_odt_collector", "dreamer_odt_return_head", "dreamer_odt_offline",
-                 "odt_offline", "dreamer_odt_offline_return_head")
+                 "odt_offline", "dreamer_odt_offline_odt_collector", "dreamer_odt_offline_return_head")
 SAC_PREFILL = 1024  # brax_baseline's default min_replay_size
 # Series derived from a method's runs: the Dreamer actor trained inside dreamer_odt.
 DERIVED = {"dreamer_odt:dreamer_actor": "dreamer_odt"}
@@ -85,6 +85,10 @@ SPECS = {
     "odt_offline": MethodSpec(
         "odt_offline", FLAGSHIP, (*OFFLINE_START, CRITIC, *NO_IMAGINATION), ODT_EVAL,
         "odt with the same offline start as dreamer_odt_offline: differs from it only in imagination and collector"),
+    "dreamer_odt_offline_odt_collector": MethodSpec(
+        "dreamer_odt_offline_odt_collector", FLAGSHIP,
+        (*OFFLINE_START, CRITIC, *IMAGINATION, "--config.loop.collector=odt"), ODT_EVAL,
+        "ablation: dreamer_odt_offline but ODT collects all real data, as in odt_offline: differs from it only in imagination"),
     "dreamer_odt_offline_return_head": MethodSpec(
         "dreamer_odt_offline_return_head", FLAGSHIP, (*OFFLINE_START, RETURN_HEAD, *IMAGINATION), ODT_EVAL,
         "variant: dreamer_odt_offline with the return-to-go head bootstrap"),

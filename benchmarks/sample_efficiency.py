@@ -31,7 +31,8 @@ METHODS = ("dreamer_odt", "odt", "dreamer", "sac")
 # the return-to-go head instead of the critic; and an offline start, the same dreamer_odt vs
 # odt pair pretrained on the task's medium-replay dataset first (the ODT's own setting).
 EXTRA_METHODS = ("dreamer_odt_odt_collector", "dreamer_odt_return_head", "dreamer_odt_offline",
-                 "odt_offline", "dreamer_odt_offline_odt_collector", "dreamer_odt_offline_return_head")
+                 "odt_offline", "dreamer_odt_offline_odt_collector", "odt_offline_mix_collector",
+                 "dreamer_odt_offline_return_head")
 SAC_PREFILL = 1024  # brax_baseline's default min_replay_size
 # Series derived from a method's runs: the Dreamer actor trained inside dreamer_odt.
 DERIVED = {"dreamer_odt:dreamer_actor": "dreamer_odt"}
@@ -89,6 +90,10 @@ SPECS = {
         "dreamer_odt_offline_odt_collector", FLAGSHIP,
         (*OFFLINE_START, CRITIC, *IMAGINATION, "--config.loop.collector=odt"), ODT_EVAL,
         "ablation: dreamer_odt_offline but ODT collects all real data, as in odt_offline: differs from it only in imagination"),
+    "odt_offline_mix_collector": MethodSpec(
+        "odt_offline_mix_collector", FLAGSHIP,
+        (*OFFLINE_START, CRITIC, "--config.loop.imagined_fraction=0.0"), ODT_EVAL,
+        "ablation: dreamer_odt_offline without imagination (the Dreamer actor still collects half the real data): differs from it only in imagination"),
     "dreamer_odt_offline_return_head": MethodSpec(
         "dreamer_odt_offline_return_head", FLAGSHIP, (*OFFLINE_START, RETURN_HEAD, *IMAGINATION), ODT_EVAL,
         "variant: dreamer_odt_offline with the return-to-go head bootstrap"),

@@ -342,24 +342,30 @@ def write_readme(path: str, args, results: dict, command: str) -> None:
 
 
 def plot(path: str, env: str, task: dict, grid: list[float]) -> None:
-    """Mean learning curve per method with a ±1 std band over seeds."""
+    """Mean learning curve per method with a ±1 std band over seeds; online-only and
+    offline-start methods in separate panels."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    groups = {"online only": [m for m in task["methods"] if "offline" not in m],
+              "offline start (medium-replay)": [m for m in task["methods"] if "offline" in m]}
+    groups = {k: v for k, v in groups.items() if v}
+    fig, axes = plt.subplots(1, len(groups), figsize=(6.4 * len(groups), 4.4), sharey=True, squeeze=False)
     x = np.asarray(grid)
-    for method, r in task["methods"].items():
-        mean, std = np.asarray(r["mean"]), np.asarray(r["std"])
-        ok = np.isfinite(mean)
-        style = "--" if method in DERIVED else "-"
-        (line,) = ax.plot(x[ok], mean[ok], style, marker="o", ms=3, label=f"{method} (n={r['num_seeds']})")
-        ax.fill_between(x[ok], (mean - std)[ok], (mean + std)[ok], color=line.get_color(), alpha=0.2)
-    ax.set_xlabel("env steps")
-    ax.set_ylabel("normalised score" if task["metric"] == "normalized_score" else "episode return")
-    ax.set_title(f"{env} (spring): mean ± std over seeds")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    for ax, (title, methods) in zip(axes[0], groups.items()):
+        for method in methods:
+            r = task["methods"][method]
+            mean, std = np.asarray(r["mean"]), np.asarray(r["std"])
+            ok = np.isfinite(mean)
+            style = "--" if method in DERIVED else "-"
+            (line,) = ax.plot(x[ok], mean[ok], style, marker="o", ms=3, label=f"{method} (n={r['num_seeds']})")
+            ax.fill_between(x[ok], (mean - std)[ok], (mean + std)[ok], color=line.get_color(), alpha=0.15)
+        ax.set_xlabel("online env steps")
+        ax.set_title(f"{env} (spring), {title}: mean ± std over seeds", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("normalised score" if task["metric"] == "normalized_score" else "episode return")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -10,7 +10,6 @@ chunk (collection + K fused steps) as one program. Shares are of the sum of part
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import statistics
@@ -19,6 +18,7 @@ import time
 import jax
 import jax.numpy as jnp
 
+from gdm_jax.core import config_utils
 from gdm_jax.data import replay as replay_lib
 from gdm_jax.dreamer import actor_critic as ac_lib
 from gdm_jax.dreamer import rssm
@@ -49,10 +49,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--out", default=os.path.join(ROOT, "results", "dreamer_odt", "throughput.json"))
     args = p.parse_args()
-    spec = importlib.util.spec_from_file_location("cfg", os.path.join(ROOT, "configs", "dreamer_odt.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config(args.preset)
+    config = config_utils.load_config(f"configs/dreamer_odt.py:{args.preset}", ROOT)
     config.mesh.data = 1
     experiment, _ = run_lib.build_experiment(config)
     env, agent, model, hp, cfg, reference = run_lib.build(config)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.util
 import json
 import os
 import shlex
@@ -26,13 +25,12 @@ import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # run as a script from anywhere
+from gdm_jax.core import config_utils  # noqa: E402
+from gdm_jax.core.runner import run_finished as finished  # noqa: E402
 
 
 def preset(name: str = "cpu"):
-    spec = importlib.util.spec_from_file_location("_odt_config", os.path.join(REPO, "configs", "odt.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(name)
+    return config_utils.load_config(f"configs/odt.py:{name}", REPO)
 
 
 def control_chunking(total_updates: int, max_per_chunk: int = 200) -> int:
@@ -57,11 +55,6 @@ def commands(env: str, dataset: str, seed: int, online_chunks: int, eval_envs: i
         workdir = os.path.join(runs_dir, f"{env}-{dataset}-{kind}-s{seed}")
         out[kind] = ([*base, *extra, f"--workdir={workdir}"], workdir)
     return out
-
-
-def finished(workdir: str) -> bool:
-    path = os.path.join(workdir, "summary.json")
-    return os.path.exists(path) and json.load(open(path)).get("stopped") is None
 
 
 def evals(workdir: str) -> list[dict]:

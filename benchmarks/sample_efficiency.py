@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import importlib.util
 import json
 import math
 import os
@@ -25,6 +24,8 @@ import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # run as a script from anywhere
+from gdm_jax.core import config_utils  # noqa: E402
+from gdm_jax.core.runner import run_finished as finished  # noqa: E402  (a run that ended normally)
 METHODS = ("dreamer_odt", "odt", "dreamer", "sac")
 # Ablations and variants: dreamer_odt with ODT collecting all real data, as odt does (so it
 # differs from odt only in imagination); dreamer_odt with imagined return-to-go bootstrapped by
@@ -110,11 +111,7 @@ DERIVED_SPECS = {"dreamer_odt:dreamer_actor": MethodSpec(
 
 def load_config(config_arg: str):
     """The ConfigDict a ``configs/<file>.py:preset`` argument names (no launcher needed)."""
-    path, _, preset = config_arg.partition(":")
-    spec = importlib.util.spec_from_file_location("_se_config", os.path.join(REPO, path))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(preset)
+    return config_utils.load_config(config_arg, REPO)
 
 
 def env_steps_per_chunk(method: str) -> int:
@@ -150,14 +147,6 @@ def run_command(method: str, env: str, seed: int, env_steps: int, num_points: in
             f"--config.env.name={env}", f"--config.{section}.num_chunks={chunks}",
             f"--config.run.eval_every={every}", f"--config.run.checkpoint_every={every}",
             *spec.overrides, *(TASK_OVERRIDES.get(env, ()) if flagship else ()), f"--workdir={workdir}"]
-
-
-def finished(workdir: str) -> bool:
-    """A run counts as done once summary.json exists and it was not stopped early."""
-    path = os.path.join(workdir, "summary.json")
-    if not os.path.exists(path):
-        return False
-    return json.load(open(path)).get("stopped") is None
 
 
 def execute(cmd: list[str], workdir: str, timeout_s: float) -> dict:

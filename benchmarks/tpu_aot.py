@@ -13,7 +13,6 @@ update against abstract, sharded inputs, compiles them with XLA:TPU, and writes
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import time
@@ -27,10 +26,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load_config(preset: str):
-    spec = importlib.util.spec_from_file_location("cfg", os.path.join(ROOT, "configs", "dreamer_odt.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(preset)
+    from gdm_jax.core import config_utils
+
+    return config_utils.load_config(f"configs/dreamer_odt.py:{preset}", ROOT)
 
 
 def scaled_config(preset: str, num_chips: int, envs_per_chip: int, wm_seqs_per_chip: int,

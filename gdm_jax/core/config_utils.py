@@ -1,10 +1,22 @@
-"""Config helpers: JSON form, flattening, and the diff that guards resumes."""
+"""Config helpers: loading a config file, JSON form, flattening, and the diff that guards resumes."""
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 from typing import Any, Iterable
 
 import ml_collections
+
+
+def load_config(config_arg: str, root: str = ".") -> ml_collections.ConfigDict:
+    """The ConfigDict a ``configs/<file>.py[:preset]`` argument names, as the launcher reads it
+    (``root`` is the folder the path is relative to); for scripts that run without the launcher."""
+    path, _, preset = config_arg.partition(":")
+    spec = importlib.util.spec_from_file_location("_gdm_config", os.path.join(root, path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(preset)
 
 
 def to_dict(config: Any) -> dict:

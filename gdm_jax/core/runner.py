@@ -212,6 +212,12 @@ def run_experiment(exp: Experiment, config: Any, workdir: str) -> dict:
     return summary
 
 
+def run_finished(workdir: str) -> bool:
+    """Whether ``workdir`` holds a run that ended normally (summary.json, not stopped early)."""
+    path = os.path.join(workdir, "summary.json")
+    return os.path.exists(path) and json.load(open(path)).get("stopped") is None
+
+
 def _write_plots(exp: Experiment, workdir: str) -> None:
     metrics_path = os.path.join(workdir, "metrics.jsonl")
     labels = {"step": "env steps", "updates": "updates", "chunk": "chunk"}

@@ -18,6 +18,7 @@ import optax
 from flax import struct
 
 from gdm_jax.dreamer import heads
+from gdm_jax.dreamer.world_model import make_optimizer
 
 
 @struct.dataclass
@@ -34,7 +35,7 @@ class ReturnHead:
         self.net = heads.MLP((hidden,) * layers, int(bins_K.shape[0]), zero_init_out=True)
         self.bins = bins_K
         self.max_ep_len = max_ep_len
-        self.opt = optax.chain(optax.clip_by_global_norm(grad_clip), optax.adam(learning_rate))
+        self.opt = make_optimizer(learning_rate, grad_clip)
 
     def _inputs(self, feat: jax.Array, timestep: jax.Array) -> jax.Array:
         frac = timestep.astype(jnp.float32)[..., None] / self.max_ep_len
